@@ -1,0 +1,43 @@
+"""Runs one step with its lineage: the single entry point the CLI, `pipelines run` and DAG tasks use.
+
+Each step function has the signature ``fn(cfg, home, ctx, **kwargs) -> dict`` and returns a small
+JSON-serialisable result holding ``inputs`` and ``outputs`` (lists of ``common.artifact`` records)
+plus step-specific keys. Expected failures raise ``common.PipelineError`` subclasses whose
+``result`` carries the artifacts written so far (a rejected validation's report, say).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any
+
+from pipelines.common import RunContext
+from pipelines.config import PipelineConfig
+
+STEPS: dict[str, str] = {
+    "ingest": "pipelines.ingest:ingest",
+    "validate": "pipelines.validate:validate",
+    "transform": "pipelines.preprocess:transform",
+    "train": "pipelines.train:train",
+    "evaluate": "pipelines.evaluate:evaluate",
+    "promote": "pipelines.promote:promote",
+    "report": "pipelines.report:report",
+    "rollback": "pipelines.registry:rollback_step",
+}
+
+
+def step_function(step: str):
+    module, _, name = STEPS[step].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def run_step(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, **kwargs: Any) -> dict:
+    """Runs ``step`` and records its execution, inputs and outputs in the lineage store."""
+    from pipelines import lineage
+
+    fn = step_function(step)
+    with lineage.execution(cfg, home, step, ctx, params=kwargs) as execution:
+        result = fn(cfg, home, ctx, **kwargs)
+        execution.complete(result)
+    return result
