@@ -1,0 +1,81 @@
+"""Shared fixtures: the real Adult data staged as spans, and the pipeline chain run once a session.
+
+Each chain fixture runs a real step (Beam, TFT, TensorFlow, TFMA) the first time a test asks for it
+and is reused by every later test of the session, so the suite pays for each step once.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+from pathlib import Path
+
+os.environ.setdefault("TF_USE_LEGACY_KERAS", "1")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import pytest  # noqa: E402
+
+from pipelines.common import RunContext  # noqa: E402
+from pipelines.config import REPO_ROOT, load_config  # noqa: E402
+
+SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "adult"
+RAW_DIR = SHARED_DATA / "raw"
+END_DATE = dt.date(2026, 11, 20)  # the last demo span in tests: fixed, so tests never depend on today
+SPAN_DATES = [END_DATE - dt.timedelta(days=i) for i in range(6, -1, -1)]
+
+
+@pytest.fixture(scope="session")
+def adult_cfg():
+    return load_config(REPO_ROOT / "configs" / "adult.yaml")
+
+
+@pytest.fixture(scope="session")
+def pipeline_home(tmp_path_factory) -> Path:
+    """An artifact store shared by the chain fixtures of one session."""
+    return tmp_path_factory.mktemp("pipelines_home")
+
+
+@pytest.fixture(scope="session")
+def ctx() -> RunContext:
+    return RunContext(run_id="pytest-session", triggered_by="test")
+
+
+@pytest.fixture(scope="session")
+def staged(pipeline_home):
+    """The 7 demo spans and the golden set, from ../shared/data/adult/raw."""
+    from pipelines.demo_data import stage_demo_data
+
+    return stage_demo_data(pipeline_home, END_DATE, days=7, from_dir=RAW_DIR)
+
+
+@pytest.fixture(scope="session")
+def snapshot(adult_cfg, pipeline_home, ctx, staged):
+    """Ingest of the 7-span window ending at END_DATE, validated and accepted."""
+    from pipelines.ingest import ingest
+    from pipelines.validate import validate
+
+    result = ingest(adult_cfg, pipeline_home, ctx, span=END_DATE, window=7)
+    result["validation"] = validate(adult_cfg, pipeline_home, ctx, snapshot_uri=result["uri"])
+    return result
+
+
+@pytest.fixture(scope="session")
+def golden(adult_cfg, pipeline_home, ctx, staged):
+    """The golden evaluation set (adult.test) as a snapshot with a single `test` split."""
+    from pipelines.ingest import ingest
+
+    return ingest(adult_cfg, pipeline_home, ctx, golden=True)
+
+
+@pytest.fixture(scope="session")
+def transformed(adult_cfg, pipeline_home, ctx, snapshot):
+    from pipelines.preprocess import transform
+
+    return transform(adult_cfg, pipeline_home, ctx, snapshot_uris=[snapshot["uri"]])
+
+
+@pytest.fixture(scope="session")
+def trained(adult_cfg, pipeline_home, ctx, transformed):
+    from pipelines.train import train
+
+    return train(adult_cfg, pipeline_home, ctx, transform_uri=transformed["transform_uri"])
