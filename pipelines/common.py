@@ -174,6 +174,10 @@ class RunContext:
     try_number: int | None = None
     triggered_by: str = "cli"  # cli | schedule | manual | backfill | test
     params: dict[str, Any] = field(default_factory=dict)
+    # OpenLineage ids of the Airflow task and DAG run ("namespace/job_name/run_uuid", from the
+    # provider's lineage_parent_id / lineage_root_parent_id macros): our events' parent run facet.
+    openlineage_parent_id: str | None = None
+    openlineage_root_parent_id: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,168 @@
+"""Parsing landing files against the config schema, one file at a time (runs inside Beam workers).
+
+Called by pipelines/ingest.py. Every row becomes either a typed tf.Example routed to its split, or
+a malformed record saying exactly what was wrong (file, line, reason, a sample of the text), so
+the validation gate can reject the snapshot with a message a data engineer understands.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from pipelines.config import PipelineConfig
+
+# (kind, file uri, label is positive, payload, row hash): kind "row" with a serialized tf.Example,
+# or "malformed" with a JSON line {"file", "line", "reason", "text"}. Ingest routes rows to splits.
+Record = tuple[str, str, bool, bytes | str, float]
+ROW = "row"
+MALFORMED = "malformed"
+SAMPLE_CHARS = 200
+
+
+@dataclass(frozen=True)
+class RowParser:
+    columns: tuple[tuple[str, str], ...]  # (name, type) in schema order
+    header: bool
+    delimiter: str
+    fmt: str
+    missing_marker: str
+    label: str
+    positive_class: str
+    row_key: tuple[str, ...]
+    salt: str
+
+    @classmethod
+    def from_config(cls, cfg: PipelineConfig) -> RowParser:
+        return cls(
+            columns=tuple((c.name, c.type) for c in cfg.columns),
+            header=cfg.source.header, delimiter=cfg.source.delimiter, fmt=cfg.source.format,
+            missing_marker=cfg.source.missing_marker, label=cfg.label.column,
+            positive_class=cfg.label.positive_class, row_key=tuple(cfg.row_key),
+            salt=cfg.split.salt,
+        )
+
+    # -- routing -----------------------------------------------------------------------------
+    def row_hash(self, values: dict[str, str]) -> float:
+        """A salted sha256 of the row key in [0, 1): the same on every run and every runner."""
+        names = self.row_key or tuple(n for n, _ in self.columns)
+        key = "\x1f".join(values[n] for n in names)
+        digest = hashlib.sha256(f"{self.salt}\x1e{key}".encode()).digest()
+        return int.from_bytes(digest[:8], "big") / 2**64
+
+    def bad(self, uri: str, line: int | None, reason: str, text: str = "") -> Record:
+        doc = {"file": uri, "line": line, "reason": reason, "text": text[:SAMPLE_CHARS]}
+        return (MALFORMED, uri, False, json.dumps(doc), 0.0)
+
+    # -- parsing -----------------------------------------------------------------------------
+    def to_example(self, values: dict[str, str]) -> tuple[bytes | None, str | None]:
+        """A serialized tf.Example, or None and the reason the row does not fit the schema."""
+        import tensorflow as tf
+
+        feature = {}
+        for name, typ in self.columns:
+            raw = values[name]
+            if typ == "string":
+                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw.encode()]))
+                continue
+            if raw == self.missing_marker or raw == "":
+                return None, f"column {name}: missing value {raw!r} in a numeric column"
+            try:
+                if typ == "int":
+                    number = int(raw)
+                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[number]))
+                else:
+                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(raw)]))
+            except ValueError:
+                kind = "an integer" if typ == "int" else "a number"
+                return None, f"column {name}: {raw!r} is not {kind}"
+        example = tf.train.Example(features=tf.train.Features(feature=feature))
+        return example.SerializeToString(), None
+
+    def parse_rows(self, uri: str, rows: Iterator[tuple[int, list[str]]],
+                   names: list[str]) -> Iterator[Record]:
+        for line_no, fields in rows:
+            if not fields or fields == [""]:
+                continue
+            if len(fields) != len(names):
+                yield self.bad(uri, line_no, f"{len(fields)} fields where the header has "
+                               f"{len(names)} (truncated line or wrong delimiter?)",
+                               self.delimiter.join(fields))
+                continue
+            values = dict(zip(names, (f.strip() for f in fields), strict=True))
+            payload, reason = self.to_example(values)
+            if payload is None:
+                yield self.bad(uri, line_no, reason, self.delimiter.join(fields))
+                continue
+            positive = values[self.label] == self.positive_class
+            yield (ROW, uri, positive, payload, self.row_hash(values))
+
+    def check_header(self, uri: str, header: list[str]) -> str | None:
+        expected = [n for n, _ in self.columns]
+        got = [h.strip() for h in header]
+        missing = [n for n in expected if n not in got]
+        extra = [n for n in got if n not in expected]
+        problems = []
+        if missing:
+            problems.append(f"lacks column(s) {', '.join(missing)}")
+        if extra:
+            problems.append(f"has unexpected column(s) {', '.join(extra)}")
+        if len(set(got)) != len(got):
+            problems.append("repeats a column name")
+        if problems:
+            hint = ""
+            if len(got) == 1 and any(d in got[0] for d in ";\t|"):
+                hint = f" (the file does not seem to use the delimiter {self.delimiter!r})"
+            return f"header {' and '.join(problems)}{hint}"
+        return None
+
+    def parse_file(self, uri: str) -> Iterator[Record]:
+        """All records of one landing file. Never raises on bad content: it reports it."""
+        from apache_beam.io.filesystems import FileSystems
+
+        with FileSystems.open(uri) as f:
+            data = f.read()
+        if self.fmt == "parquet":
+            yield from self.parse_parquet(uri, data)
+            return
+        if b"\x00" in data[:65536]:
+            yield self.bad(uri, None, "binary content (NUL bytes): not a CSV text file")
+            return
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield self.bad(uri, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
+            return
+        rows = enumerate(csv.reader(io.StringIO(text), delimiter=self.delimiter), start=1)
+        names = [n for n, _ in self.columns]
+        if self.header:
+            first = next(rows, None)
+            if first is None:
+                return  # an empty file: zero rows, which the row-count expectation rejects
+            problem = self.check_header(uri, first[1])
+            if problem:
+                yield self.bad(uri, 1, problem, self.delimiter.join(first[1]))
+                return
+            names = [h.strip() for h in first[1]]
+        yield from self.parse_rows(uri, rows, names)
+
+    def parse_parquet(self, uri: str, data: bytes) -> Iterator[Record]:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(io.BytesIO(data))
+        except Exception as exc:  # noqa: BLE001 - any reader error is a bad file, said as such
+            yield self.bad(uri, None, f"not a readable Parquet file: {exc}")
+            return
+        problem = self.check_header(uri, table.column_names)
+        if problem:
+            yield self.bad(uri, None, problem.replace("header", "Parquet schema"))
+            return
+        names = table.column_names
+        rows = ((i + 1, ["" if v is None else str(v) for v in row.values()])
+                for i, row in enumerate(table.to_pylist()))
+        yield from self.parse_rows(uri, rows, names)

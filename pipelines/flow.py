@@ -1,0 +1,155 @@
+"""The retraining chain: one function per DAG task, plus the whole chain in one process.
+
+Called by the DAG tasks in dags/retrain.py (one function per task, each handed the small result of
+its upstream tasks through XCom) and by ``pipelines run`` (:func:`run_chain`). Every function loads
+the config, calls ``runner.run_step`` (which records lineage) and returns a small JSON-serialisable
+dict: URIs, hashes, counts, never data. Nothing heavy is imported here; the steps import their own
+stack when they run. No Airflow import.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import inspect
+import logging
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from pipelines import runner
+from pipelines.common import NotPromoted, RunContext, resolve_home
+from pipelines.config import PipelineConfig, load_config
+from pipelines.params import resolve_params
+
+log = logging.getLogger("pipelines.flow")
+
+TASKS = ("ingest", "validate", "transform", "train", "evaluate", "promote", "report")
+
+
+def _setup(config_path: str | Path, home: str | Path | None) -> tuple[PipelineConfig, Path]:
+    return load_config(config_path), resolve_home(home)
+
+
+def _run(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, force: bool = False,
+         **kwargs: Any) -> dict:
+    """``runner.run_step``, passing ``force`` only to steps that accept it."""
+    if force and "force" in inspect.signature(runner.step_function(step)).parameters:
+        kwargs["force"] = True
+    return runner.run_step(step, cfg, home, ctx, **kwargs)
+
+
+def _small(result: dict, *keys: str) -> dict:
+    return {k: result.get(k) for k in keys}
+
+
+def ingest(config_path: str | Path, ctx: RunContext, params: dict | None = None,
+           logical_date: dt.date | None = None, home: str | Path | None = None) -> dict:
+    """Ingests the window of spans ending at the run's span, and the golden set when configured.
+
+    Returns the resolved params too, so that downstream tasks use exactly what ingest used.
+    """
+    cfg, home = _setup(config_path, home)
+    p = resolve_params(cfg, params, logical_date)
+    res = _run("ingest", cfg, home, ctx, p["force"],
+               span=dt.date.fromisoformat(p["span"]), window=p["window"])
+    out = _small(res, "snapshot_id", "uri", "sha256", "reused", "spans", "rows", "malformed_rows",
+                 "provenance_uri")
+    out["params"] = p
+    out["golden_uri"] = out["golden_sha256"] = None
+    if cfg.source.golden_pattern:
+        gold = _run("ingest", cfg, home, ctx, p["force"], golden=True)
+        out["golden_uri"], out["golden_sha256"] = gold["uri"], gold.get("sha256")
+    return out
+
+
+def validate(config_path: str | Path, ctx: RunContext, ingested: dict,
+             home: str | Path | None = None) -> dict:
+    """Validates the snapshot; raises ``DataRejected`` (the gate) when the data is refused."""
+    cfg, home = _setup(config_path, home)
+    res = _run("validate", cfg, home, ctx, snapshot_uri=ingested["uri"])
+    return _small(res, "status", "snapshot_uri", "expectations", "failures", "baseline_uri",
+                  "report_html")
+
+
+def transform(config_path: str | Path, ctx: RunContext, ingested: dict,
+              home: str | Path | None = None) -> dict:
+    cfg, home = _setup(config_path, home)
+    res = _run("transform", cfg, home, ctx, ingested["params"]["force"],
+               snapshot_uris=[ingested["uri"]])
+    return _small(res, "transform_uri", "transform_graph_uri", "transformed", "sha256")
+
+
+def train(config_path: str | Path, ctx: RunContext, transformed: dict, ingested: dict,
+          home: str | Path | None = None) -> dict:
+    cfg, home = _setup(config_path, home)
+    res = _run("train", cfg, home, ctx, ingested["params"]["force"],
+               transform_uri=transformed["transform_uri"])
+    return _small(res, "model_uri", "model_id", "sha256", "metrics")
+
+
+def evaluate(config_path: str | Path, ctx: RunContext, trained: dict, ingested: dict,
+             home: str | Path | None = None) -> dict:
+    """Evaluates the candidate against production; ``blessed`` drives the promotion gate."""
+    cfg, home = _setup(config_path, home)
+    res = _run("evaluate", cfg, home, ctx, ingested["params"]["force"],
+               model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
+               golden_uri=ingested.get("golden_uri"),
+               threshold_overrides=ingested["params"]["threshold_overrides"] or None)
+    out = _small(res, "evaluation_uri", "blessed", "reasons", "baseline", "metrics")
+    out["model_uri"] = trained["model_uri"]
+    return out
+
+
+def promote(config_path: str | Path, ctx: RunContext, evaluated: dict,
+            home: str | Path | None = None) -> dict:
+    """Pushes a blessed model to the registry; raises ``NotPromoted`` when the push is refused."""
+    cfg, home = _setup(config_path, home)
+    res = _run("promote", cfg, home, ctx, model_uri=evaluated["model_uri"],
+               evaluation_uri=evaluated["evaluation_uri"])
+    out = _small(res, "promoted", "version", "registry_uri", "previous_version", "reasons")
+    if not res.get("promoted"):
+        raise NotPromoted("model not promoted: " + "; ".join(res.get("reasons") or ["no reason given"]),
+                          out)
+    return out
+
+
+def report(config_path: str | Path, ctx: RunContext, evaluated: dict, promoted: dict | None,
+           home: str | Path | None = None) -> dict:
+    cfg, home = _setup(config_path, home)
+    res = _run("report", cfg, home, ctx, evaluation_uri=evaluated["evaluation_uri"],
+               promotion=promoted)
+    return _small(res, "report_html")
+
+
+def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = None,
+              home: str | Path | None = None,
+              on_task: Callable[[str, dict], None] | None = None) -> dict:
+    """Runs every task in order in this process, exactly as the DAG chains them.
+
+    Returns ``{task: result}``; ``promote`` is ``None`` when the model was not blessed or not
+    promoted (then ``not_promoted`` holds the reasons). ``DataRejected`` propagates.
+    """
+    done: dict[str, Any] = {}
+
+    def step(name: str, fn: Callable[..., dict], *args: Any) -> dict:
+        log.info("task %s: start", name)
+        done[name] = fn(config_path, ctx, *args, home=home)
+        if on_task:
+            on_task(name, done[name])
+        return done[name]
+
+    ingested = step("ingest", ingest, params)
+    step("validate", validate, ingested)
+    transformed = step("transform", transform, ingested)
+    trained = step("train", train, transformed, ingested)
+    evaluated = step("evaluate", evaluate, trained, ingested)
+    done["promote"], done["not_promoted"] = None, None
+    if evaluated.get("blessed"):
+        try:
+            step("promote", promote, evaluated)
+        except NotPromoted as exc:
+            done["not_promoted"] = [str(exc)]
+    else:
+        done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
+    step("report", report, evaluated, done["promote"])
+    return done

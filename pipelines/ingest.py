@@ -1,0 +1,287 @@
+"""Step 1, ingest: a span (or a window of spans) of landing files into an immutable snapshot.
+
+Called through ``runner.run_step("ingest", ...)`` by the CLI, ``pipelines run`` and the DAG.
+The rows are parsed against the config schema and written as TFRecord of tf.Example, divided into
+train and eval by a salted hash of the row key, stratified by label (see ``run_beam``); the golden
+set goes to a single ``test`` split. Rows or files that do not parse are not
+dropped silently: they go to ``malformed.jsonl`` with the reason, and the validation gate rejects a
+snapshot that has any. The snapshot id is the sha256 of what went in (every source file's bytes,
+the schema and the split settings), so ingesting the same bytes again returns the same snapshot and
+writes nothing. The work runs as an Apache Beam pipeline (runner and options from the config).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import glob
+import json
+import logging
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from pipelines import csv_parse
+from pipelines.beam_options import pipeline_options
+from pipelines.common import (
+    PipelineError,
+    RunContext,
+    artifact,
+    atomic_dir,
+    code_version,
+    read_json,
+    resolve_landing,
+    sha256_file,
+    sha256_json,
+    sha256_tree,
+    utcnow,
+    write_json_atomic,
+)
+from pipelines.config import PipelineConfig
+from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, snapshots_root
+
+log = logging.getLogger(__name__)
+INGEST_FORMAT = 2  # bump when the snapshot layout or parsing changes: it is part of the id
+
+
+def span_regex(pattern: str) -> re.Pattern:
+    """A regex matching the files of ``pattern`` and capturing the span part."""
+    parts = re.split(r"(\{span\}|\*\*|\*|\?)", pattern)
+    out = []
+    for part in parts:
+        out.append({"{span}": r"(?P<span>[^/]+)", "**": ".*", "*": "[^/]*", "?": "[^/]"}.get(
+            part, re.escape(part)))
+    return re.compile("^" + "".join(out) + "$")
+
+
+def available_spans(cfg: PipelineConfig, landing: Path) -> dict[dt.date, list[str]]:
+    """Every span found in the landing area: date -> sorted file list."""
+    pattern = cfg.source.uri_pattern.replace("{landing}", str(landing))
+    regex = span_regex(pattern)
+    spans: dict[dt.date, list[str]] = {}
+    for path in glob.glob(pattern.replace("{span}", "*")):
+        m = regex.match(path)
+        if not m:
+            continue
+        try:
+            day = dt.datetime.strptime(m.group("span"), cfg.source.span_format).date()
+        except ValueError:
+            continue  # a folder that is not a span (golden/, a README, ...)
+        spans.setdefault(day, []).append(path)
+    return {d: sorted(files) for d, files in sorted(spans.items())}
+
+
+def resolve_files(cfg: PipelineConfig, landing: Path, span: dt.date | None, window: int,
+                  golden: bool) -> tuple[list[str], list[str]]:
+    """The span labels and files to ingest; a clear error naming the pattern when none match."""
+    if golden:
+        if not cfg.source.golden_pattern:
+            raise PipelineError(f"pipeline {cfg.name!r} has no source.golden_pattern configured")
+        pattern = cfg.source.golden_pattern.replace("{landing}", str(landing))
+        files = sorted(glob.glob(pattern))
+        if not files:
+            raise PipelineError(f"no golden set file matches {pattern}; run `pipelines demo-data` "
+                                "or copy the golden set there")
+        return ["golden"], files
+    spans = available_spans(cfg, landing)
+    if span is None:
+        if not spans:
+            raise PipelineError(f"no span files match {cfg.source.uri_pattern} under {landing}")
+        span = max(spans)
+    if span not in spans:
+        pattern = cfg.source.uri_pattern.replace("{landing}", str(landing)).replace(
+            "{span}", span.strftime(cfg.source.span_format))
+        raise PipelineError(f"span {span.isoformat()}: no file matches {pattern}")
+    chosen = [d for d in spans if d <= span][-window:]
+    if len(chosen) < window:
+        log.warning("window of %d spans ending %s: only %d spans exist (%s)", window, span,
+                    len(chosen), ", ".join(d.isoformat() for d in chosen))
+    return [d.isoformat() for d in chosen], [f for d in chosen for f in spans[d]]
+
+
+def describe_files(files: list[str]) -> list[dict[str, Any]]:
+    out = []
+    for f in files:
+        st = os.stat(f)
+        out.append({"uri": os.path.abspath(f), "size": st.st_size,
+                    "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(),
+                    "sha256": sha256_file(f)})
+    return out
+
+
+def snapshot_identity(cfg: PipelineConfig, spans: list[str], files: list[dict], golden: bool) -> str:
+    """sha256 of everything that determines a snapshot's content."""
+    return sha256_json({
+        "format": INGEST_FORMAT,
+        "golden": golden,
+        "spans": spans,
+        "files": sorted(f["sha256"] for f in files),
+        "columns": [c.model_dump() for c in cfg.columns],
+        "source": cfg.source.model_dump(exclude={"uri_pattern", "golden_pattern"}),
+        "label": cfg.label.model_dump(),
+        "row_key": cfg.row_key,
+        "split": None if golden else cfg.split.model_dump(),
+    })
+
+
+def _cutoff_fn(fraction: float):
+    """A CombineFn: the hash at or below which a label class's rows go to eval."""
+    import apache_beam as beam
+
+    class Cutoff(beam.CombineFn):
+        def create_accumulator(self):
+            return []
+
+        def add_input(self, acc, h):
+            acc.append(h)
+            return acc
+
+        def merge_accumulators(self, accs):
+            return [h for acc in accs for h in acc]
+
+        def extract_output(self, acc):
+            acc.sort()
+            k = round(fraction * len(acc))
+            return acc[k - 1] if k else -1.0
+
+    return Cutoff()
+
+
+def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> None:
+    """The Beam pipeline: parse every file, route rows to splits, write TFRecords and stats.
+
+    Splits are stratified by label: within each label class the rows whose key hash is among the
+    lowest ``eval_fraction`` go to eval, so both splits keep the label rate of the whole. The
+    assignment is a pure function of the rows and the salt (the same on any runner and any run);
+    adding rows only moves the few rows whose hash sits right at the cutoff.
+    """
+    import apache_beam as beam
+
+    parser = csv_parse.RowParser.from_config(cfg)
+    splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
+    with beam.Pipeline(options=pipeline_options(cfg)) as p:
+        parsed = (p | "Files" >> beam.Create(files)
+                    | "Parse" >> beam.FlatMap(parser.parse_file))
+        rows, bad = parsed | "Kind" >> beam.Partition(
+            lambda rec, n: 0 if rec[0] == csv_parse.ROW else 1, 2)
+        if golden:
+            routed = rows | "Golden" >> beam.Map(lambda rec: (GOLDEN_SPLIT, *rec[1:]))
+        else:
+            cutoffs = (rows
+                       | "HashByLabel" >> beam.Map(lambda rec: (rec[2], rec[4]))
+                       | "Cutoff" >> beam.CombinePerKey(_cutoff_fn(cfg.split.eval_fraction)))
+            routed = rows | "Assign" >> beam.Map(
+                lambda rec, cut: ("eval" if rec[4] <= cut[rec[2]] else "train", *rec[1:]),
+                cut=beam.pvalue.AsDict(cutoffs))
+        by_split = routed | "Route" >> beam.Partition(lambda rec, n: splits.index(rec[0]),
+                                                      len(splits))
+        for i, split in enumerate(splits):
+            (by_split[i]
+             | f"Payload{split}" >> beam.Map(lambda rec: rec[3])
+             | f"Write{split}" >> beam.io.WriteToTFRecord(
+                 str(out / split / "data"), file_name_suffix=".tfrecord"))
+        (bad
+         | "PayloadBad" >> beam.Map(lambda rec: rec[3])
+         | "WriteBad" >> beam.io.WriteToText(str(out / "malformed"), file_name_suffix=".jsonl",
+                                             shard_name_template=""))
+        ((routed, bad)
+         | "All" >> beam.Flatten()
+         | "StatKey" >> beam.Map(lambda rec: (json.dumps(rec[:3]), 1))
+         | "Count" >> beam.CombinePerKey(sum)
+         | "StatLine" >> beam.MapTuple(lambda k, n: json.dumps([*json.loads(k), n]))
+         | "WriteStats" >> beam.io.WriteToText(str(out / ".stats"), file_name_suffix=".jsonl",
+                                               shard_name_template=""))
+
+
+def summarise(out: Path, splits: list[str], file_info: list[dict]) -> dict[str, Any]:
+    """Row counts and label balance per split and per file, from the pipeline's stats file."""
+    rows = {s: 0 for s in splits}
+    positives = {s: 0 for s in splits}
+    per_file: dict[str, int] = {}
+    malformed = 0
+    stats_file = out / ".stats.jsonl"
+    for line in stats_file.read_text().splitlines():
+        split, uri, positive, n = json.loads(line)
+        per_file[uri] = per_file.get(uri, 0) + n
+        if split == csv_parse.MALFORMED:
+            malformed += n
+            continue
+        rows[split] += n
+        positives[split] += n if positive else 0
+    stats_file.unlink()
+    for f in file_info:
+        f["rows"] = per_file.get(f["uri"], 0)
+    balance = {s: {"positive": positives[s], "negative": rows[s] - positives[s],
+                   "positive_rate": round(positives[s] / rows[s], 4) if rows[s] else None}
+               for s in splits}
+    return {"rows": {"total": sum(rows.values()), **rows}, "label_balance": balance,
+            "malformed_rows": malformed}
+
+
+def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | None = None,
+           window: int = 1, golden: bool = False, landing: Path | None = None) -> dict[str, Any]:
+    """Ingests a span, a window of spans ending at ``span``, or the golden set.
+
+    Returns:
+        The step result (docs/CONTRACTS.md): snapshot id and URI, whether an identical snapshot
+        was reused, spans, row counts, malformed row count, and the input and output artifacts.
+    """
+    landing = resolve_landing(Path(home), landing)
+    spans, files = resolve_files(cfg, landing, span, window, golden)
+    file_info = describe_files(files)
+    identity = snapshot_identity(cfg, spans, file_info, golden)
+    snapshot_id = identity[:16]
+    final = snapshots_root(cfg, home) / snapshot_id
+    reused = final.is_dir()
+    if reused:
+        log.info("snapshot %s already holds these bytes: reusing it, writing nothing", snapshot_id)
+        prov = read_json(final / "provenance.json")
+    else:
+        splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
+        log.info("ingesting %d files (%d spans: %s) into snapshot %s", len(files), len(spans),
+                 ", ".join(spans), snapshot_id)
+        with atomic_dir(final) as out:
+            run_beam(cfg, files, out, golden)
+            for split in splits:
+                (out / split).mkdir(exist_ok=True)
+            summary = summarise(out, splits, file_info)
+            prov = {
+                "snapshot_id": snapshot_id,
+                "identity_sha256": identity,
+                "pipeline": cfg.name,
+                "golden": golden,
+                "spans": spans,
+                "files": file_info,
+                **summary,
+                "split": None if golden else {**cfg.split.model_dump(), "by": cfg.row_key or "row"},
+                "ingested_at": utcnow(),
+                "code_version": code_version(),
+                "config_sha256": cfg.sha256,
+                "run_id": ctx.run_id,
+                "beam": {"runner": cfg.beam.runner, "options": cfg.beam.options},
+                "content_sha256": sha256_tree(out),
+            }
+            write_json_atomic(out / "provenance.json", prov)
+        log.info("snapshot %s: %d rows (%s), %d malformed", snapshot_id, prov["rows"]["total"],
+                 ", ".join(f"{k} {v}" for k, v in prov["rows"].items() if k != "total"),
+                 prov["malformed_rows"])
+    tree_sha = sha256_tree(final)  # the artifact's hash: every file, provenance.json included
+    inputs = [artifact("SourceFile", f["uri"], f["sha256"], f["size"], mtime=f["mtime"],
+                       rows=f.get("rows")) for f in prov["files"]]
+    outputs = [artifact("Snapshot", final, tree_sha, None, content_sha256=prov["content_sha256"], snapshot_id=snapshot_id,
+                        rows=prov["rows"], spans=prov["spans"], golden=golden,
+                        malformed_rows=prov["malformed_rows"])]
+    return {
+        "snapshot_id": snapshot_id,
+        "uri": str(final),
+        "reused": reused,
+        "golden": golden,
+        "spans": prov["spans"],
+        "rows": prov["rows"],
+        "label_balance": prov["label_balance"],
+        "malformed_rows": prov["malformed_rows"],
+        "provenance_uri": str(final / "provenance.json"),
+        "sha256": tree_sha,
+        "inputs": inputs,
+        "outputs": outputs,
+    }

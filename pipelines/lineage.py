@@ -1,0 +1,202 @@
+"""Records every step's execution, inputs and outputs in the lineage store, and emits OpenLineage.
+
+Called by :func:`pipelines.runner.run_step` only::
+
+    with lineage.execution(cfg, home, step, ctx, params=kwargs) as execution:
+        result = fn(cfg, home, ctx, **kwargs)
+        execution.complete(result)
+
+The execution row is committed as ``running`` before the step starts. Its artifacts, events and
+final status are committed together in one transaction when the step ends, so a step killed
+half-way leaves an execution marked ``running`` (or ``failed``), never half a graph. A step that
+raises is recorded as ``failed``, ``rejected`` (:class:`~pipelines.common.DataRejected`) or
+``not_promoted`` (:class:`~pipelines.common.NotPromoted`) with the error and whatever artifacts
+``exc.result`` lists, and the exception goes on. Artifacts are deduplicated by (uri, sha256): a
+step's input is the very row a previous step wrote as its output, which is what links the chain.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from pipelines.common import DataRejected, NotPromoted, RunContext, code_version
+from pipelines.config import PipelineConfig
+from pipelines.lineage_store import (
+    COMPLETED,
+    FAILED,
+    NOT_PROMOTED,
+    REJECTED,
+    RUNNING,
+    Artifact,
+    Event,
+    Execution,
+    get_engine,
+)
+
+log = logging.getLogger(__name__)
+
+SUMMARY_MAX_BYTES = 64_000
+# Kept when a result is too large to store whole: what an auditor asks about.
+SUMMARY_KEYS = ("status", "blessed", "promoted", "reasons", "failures", "expectations", "version",
+                "previous_version", "registry_uri", "snapshot_id", "reused", "golden", "spans",
+                "rows", "malformed_rows", "metrics", "baseline", "model_id", "uri", "model_uri",
+                "transform_uri", "evaluation_uri", "report_html", "report_json", "infra_check")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types: dates, paths and other objects become strings."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def summarise(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The step result without its artifact lists; only the auditor's keys if it is large."""
+    body = {k: v for k, v in (result or {}).items() if k not in ("inputs", "outputs")}
+    body = json_safe(body)
+    if len(json.dumps(body)) > SUMMARY_MAX_BYTES:
+        body = {k: body[k] for k in SUMMARY_KEYS if k in body}
+        body["truncated"] = True
+    return body
+
+
+def failure_status(exc: BaseException) -> str:
+    if isinstance(exc, DataRejected):
+        return REJECTED
+    if isinstance(exc, NotPromoted):
+        return NOT_PROMOTED
+    return FAILED
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class ExecutionRecord:
+    """The open execution of one step; :meth:`complete` or :meth:`fail` closes it."""
+
+    def __init__(self, cfg: PipelineConfig, home: Path, step: str, ctx: RunContext,
+                 params: dict[str, Any] | None = None):
+        self.cfg, self.home, self.step, self.ctx = cfg, Path(home), step, ctx
+        self.params = json_safe(params or {})
+        self.engine = get_engine(self.home)
+        self.id: int | None = None
+        self.closed = False
+        self.openlineage = None
+
+    def start(self) -> None:
+        """Commits the execution as ``running`` and emits the OpenLineage START event."""
+        from pipelines import openlineage_emit
+        from pipelines.openlineage_emit import new_run_id
+
+        row = Execution(
+            pipeline=self.cfg.name, step=self.step, run_id=self.ctx.run_id,
+            dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id,
+            try_number=self.ctx.try_number, triggered_by=self.ctx.triggered_by,
+            code_version=json_safe(code_version()), config_sha256=self.cfg.sha256,
+            parameters=self.params, status=RUNNING, started=_now(),
+            openlineage_run_id=new_run_id(),
+        )
+        with Session(self.engine) as session, session.begin():
+            session.add(row)
+            session.flush()
+            self.id = row.id
+            self.started = row.started
+            self.record = row.to_dict()
+        self.openlineage = openlineage_emit.Emitter(self.cfg, self.home, self.ctx, self.record)
+        self.openlineage.start()
+
+    def complete(self, result: dict[str, Any]) -> None:
+        """Records the result's inputs and outputs and marks the execution completed."""
+        self._close(COMPLETED, result, error=None)
+        self.openlineage.complete(result)
+
+    def fail(self, exc: BaseException) -> None:
+        """Records a failed, rejected or not-promoted execution with what ``exc.result`` holds."""
+        if self.closed:
+            return
+        result = getattr(exc, "result", None) or {}
+        message = str(exc) if isinstance(exc, DataRejected | NotPromoted) else (
+            f"{type(exc).__name__}: {exc}")
+        try:
+            self._close(failure_status(exc), result, error=message or type(exc).__name__)
+        except Exception:  # noqa: BLE001 - never hide the step's own error behind ours
+            log.exception("could not record the failure of execution %s in the lineage store",
+                          self.id)
+        if self.openlineage is not None:
+            self.openlineage.fail(result, message)
+
+    def _close(self, status: str, result: dict[str, Any], error: str | None) -> None:
+        for attempt in range(3):
+            try:
+                self._write_graph(status, result, error)
+                break
+            except IntegrityError:  # a concurrent step inserted the same artifact first
+                if attempt == 2:
+                    raise
+        self.closed = True
+
+    def _write_graph(self, status: str, result: dict[str, Any], error: str | None) -> None:
+        with Session(self.engine) as session, session.begin():
+            row = session.get(Execution, self.id)
+            seen: set[tuple[int, str]] = set()
+            for kind in ("input", "output"):
+                for record in result.get(f"{kind}s") or []:
+                    artifact_id = upsert_artifact(session, record, kind)
+                    if (artifact_id, kind) not in seen:
+                        seen.add((artifact_id, kind))
+                        session.add(Event(execution_id=row.id, artifact_id=artifact_id, type=kind))
+                session.flush()
+            row.status, row.ended, row.error = status, _now(), error
+            row.summary = summarise(result)
+
+
+def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:
+    """The id of the artifact (uri, sha256), inserting it if it is new.
+
+    An input recorded without a sha256 is resolved to the newest known artifact at that URI (the
+    output of the step that wrote it), so the chain stays connected.
+    """
+    uri, sha = str(record["uri"]), record.get("sha256")
+    query = select(Artifact).where(Artifact.uri == uri)
+    if sha is None and role == "input":
+        found = session.scalars(query.order_by(Artifact.id.desc()).limit(1)).first()
+    else:
+        query = query.where(Artifact.sha256 == sha if sha else Artifact.sha256.is_(None))
+        found = session.scalars(query).first()
+    props = json_safe(record.get("properties") or {})
+    if found is not None:
+        merged = {**props, **(found.properties or {})}
+        if merged != (found.properties or {}):
+            found.properties = merged
+        if found.size is None and record.get("size") is not None:
+            found.size = record["size"]
+        return found.id
+    row = Artifact(kind=record.get("kind") or "Artifact", uri=uri, sha256=sha,
+                   size=record.get("size"), properties=props, created=_now())
+    session.add(row)
+    session.flush()
+    return row.id
+
+
+@contextlib.contextmanager
+def execution(cfg: PipelineConfig, home: Path, step: str, ctx: RunContext,
+              params: dict[str, Any] | None = None) -> Iterator[ExecutionRecord]:
+    """Records one step's execution around the ``with`` body (see the module docstring)."""
+    record = ExecutionRecord(cfg, home, step, ctx, params)
+    record.start()
+    try:
+        yield record
+    except BaseException as exc:
+        record.fail(exc)
+        raise
+    if not record.closed:
+        record.complete({})

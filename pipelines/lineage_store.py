@@ -1,0 +1,190 @@
+"""The lineage store's tables and engines: artifacts, executions and events (after ML Metadata).
+
+Called by :mod:`pipelines.lineage` (which writes) and :mod:`pipelines.lineage_query` (which only
+reads). The store is a SQLite file ``<home>/lineage.db`` by default, or any database SQLAlchemy
+reaches through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production).
+Readers open SQLite with ``mode=ro`` and PostgreSQL in read-only transactions, so a lineage query
+can never change the record.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import sqlite3
+import threading
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    Engine,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    create_engine,
+    event,
+)
+from sqlalchemy.engine import make_url
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from pipelines.common import PipelineError
+
+URL_ENV = "PIPELINES_LINEAGE_URL"
+
+# Execution states. ``running`` is written first in its own transaction; a killed step stays so.
+RUNNING, COMPLETED, FAILED, REJECTED, NOT_PROMOTED = (
+    "running", "completed", "failed", "rejected", "not_promoted")
+
+
+class LineageError(PipelineError):
+    """The lineage store is missing, unreachable, or holds nothing that matches the question."""
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Artifact(Base):
+    """One immutable piece of data or model, identified by (uri, sha256)."""
+
+    __tablename__ = "artifacts"
+    __table_args__ = (UniqueConstraint("uri", "sha256", name="uq_artifacts_uri_sha256"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(64), index=True)
+    uri: Mapped[str] = mapped_column(Text, index=True)
+    sha256: Mapped[str | None] = mapped_column(String(64), index=True)
+    size: Mapped[int | None] = mapped_column(BigInteger)
+    properties: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind, "uri": self.uri, "sha256": self.sha256,
+                "size": self.size, "properties": self.properties or {},
+                "created": iso(self.created)}
+
+
+class Execution(Base):
+    """One run of one step: who ran it, with which code, config and parameters, and how it ended."""
+
+    __tablename__ = "executions"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    step: Mapped[str] = mapped_column(String(64), index=True)
+    run_id: Mapped[str] = mapped_column(String(512), index=True)
+    dag_id: Mapped[str | None] = mapped_column(String(256))
+    dag_run_id: Mapped[str | None] = mapped_column(String(512))
+    try_number: Mapped[int | None] = mapped_column(Integer)
+    triggered_by: Mapped[str | None] = mapped_column(String(64))
+    code_version: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    config_sha256: Mapped[str | None] = mapped_column(String(64))
+    parameters: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    started: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+    ended: Mapped[dt.datetime | None] = mapped_column(DateTime(timezone=True))
+    error: Mapped[str | None] = mapped_column(Text)
+    summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+    openlineage_run_id: Mapped[str | None] = mapped_column(String(36))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "pipeline": self.pipeline, "step": self.step,
+                "run_id": self.run_id, "dag_id": self.dag_id, "dag_run_id": self.dag_run_id,
+                "try_number": self.try_number, "triggered_by": self.triggered_by,
+                "code_version": self.code_version, "config_sha256": self.config_sha256,
+                "parameters": self.parameters or {}, "status": self.status,
+                "started": iso(self.started), "ended": iso(self.ended), "error": self.error,
+                "summary": self.summary or {}, "openlineage_run_id": self.openlineage_run_id}
+
+
+class Event(Base):
+    """An edge of the graph: an execution read (input) or wrote (output) an artifact."""
+
+    __tablename__ = "events"
+    __table_args__ = (UniqueConstraint("execution_id", "artifact_id", "type",
+                                       name="uq_events_execution_artifact_type"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    execution_id: Mapped[int] = mapped_column(ForeignKey("executions.id"), index=True)
+    artifact_id: Mapped[int] = mapped_column(ForeignKey("artifacts.id"), index=True)
+    type: Mapped[str] = mapped_column(String(8))  # input | output
+
+
+def iso(value: dt.datetime | None) -> str | None:
+    """ISO 8601 in UTC; SQLite hands back naive datetimes, which we always wrote in UTC."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        value = value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
+
+
+def database_url(home: Path) -> str:
+    """``PIPELINES_LINEAGE_URL`` if set, else the SQLite file ``<home>/lineage.db``."""
+    return os.environ.get(URL_ENV) or f"sqlite:///{Path(home) / 'lineage.db'}"
+
+
+def describe(url: str) -> str:
+    """The URL without its password, for messages."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+_engines: dict[tuple[str, bool], Engine] = {}
+_lock = threading.Lock()
+
+
+def get_engine(home: Path, *, readonly: bool = False) -> Engine:
+    """An engine on the store (cached per URL). Writers create the tables on first use.
+
+    Raises:
+        LineageError: a reader asked for a SQLite store that does not exist yet.
+    """
+    url = database_url(home)
+    key = (url, readonly)
+    with _lock:
+        if key not in _engines:
+            _engines[key] = _readonly_engine(url) if readonly else _writer_engine(url)
+        return _engines[key]
+
+
+def dispose_engines() -> None:
+    """Closes every cached engine (tests switch stores; long-lived processes never need it)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+
+
+def _writer_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url, connect_args={"timeout": 60})
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # pragma: no cover - trivial
+            dbapi_conn.execute("PRAGMA foreign_keys=ON")
+    else:
+        engine = create_engine(url, pool_pre_ping=True)
+    Base.metadata.create_all(engine)
+    return engine
+
+
+def _readonly_engine(url: str) -> Engine:
+    parsed = make_url(url)
+    if parsed.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True,
+                             execution_options={"postgresql_readonly": True})
+    path = Path(parsed.database or "")
+    if not path.is_file():
+        raise LineageError(
+            f"no lineage store at {path}: no step has run with this home yet. Run a step "
+            f"(e.g. `pipelines run ...`) or point --home / {URL_ENV} at the store to read")
+    target = f"file:{path.resolve()}?mode=ro"
+    return create_engine("sqlite://", creator=lambda: sqlite3.connect(target, uri=True))

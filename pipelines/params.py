@@ -1,0 +1,122 @@
+"""Run parameters of a retraining run: their JSON schema and their validation.
+
+Called by the DAG factory (dags/retrain.py turns :func:`param_schemas` into Airflow ``Param``s, so
+Airflow rejects a bad manual trigger before any task starts), by :mod:`pipelines.flow` (which checks
+them again, as trigger-time input is untrusted) and by ``pipelines run``. Plain Python: no Airflow.
+
+Settings resolve in the order config file, then environment, then trigger-time params; a param that
+is ``null`` (the default) keeps the value from the config or from the run's logical date.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from pipelines.common import UsageError
+from pipelines.config import PipelineConfig
+
+SPAN_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+THRESHOLD_PREFIX = "threshold_"
+
+
+def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
+    """JSON schema of every trigger-time param, keyed by param name.
+
+    Each value holds ``default``, ``description`` and the schema keywords, ready for
+    ``airflow.sdk.Param(default, description=..., **schema)``.
+    """
+    schemas: dict[str, dict[str, Any]] = {
+        "span": {
+            "default": None,
+            "type": ["null", "string"],
+            "pattern": SPAN_PATTERN,
+            "description": "last span to ingest, YYYY-MM-DD; empty: the run's logical date",
+        },
+        "window": {
+            "default": None,
+            "type": ["null", "integer"],
+            "minimum": 1,
+            "maximum": 366,
+            "description": f"number of daily spans ending at `span` to train on; empty: {cfg.window}",
+        },
+        "force": {
+            "default": False,
+            "type": "boolean",
+            "description": "re-run a step even when an identical artifact already exists",
+        },
+    }
+    for name, (low, high) in sorted(cfg.evaluation.override_bounds.items()):
+        current = getattr(cfg.evaluation.thresholds, name, None) if cfg.evaluation.thresholds else None
+        schemas[THRESHOLD_PREFIX + name] = {
+            "default": None,
+            "type": ["null", "number"],
+            "minimum": low,
+            "maximum": high,
+            "description": f"override of evaluation threshold {name} (config: {current}), "
+            f"allowed range [{low}, {high}]",
+        }
+    return schemas
+
+
+def _span(value: Any) -> dt.date | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, dt.datetime):
+        return value.date()
+    if isinstance(value, dt.date):
+        return value
+    try:
+        return dt.date.fromisoformat(str(value))
+    except ValueError as exc:
+        raise UsageError(f"param span={value!r} is not a date in YYYY-MM-DD form") from exc
+
+
+def resolve_params(cfg: PipelineConfig, raw: dict[str, Any] | None,
+                   logical_date: dt.date | None = None) -> dict[str, Any]:
+    """Validates trigger-time params against the config and fills in defaults.
+
+    Args:
+        cfg: the pipeline config (defines the window and the allowed threshold ranges).
+        raw: params as given (unknown keys are an error; ``None`` values mean "use the default").
+        logical_date: the run's logical date, the span when ``span`` is not given.
+
+    Returns:
+        ``{"span": "YYYY-MM-DD", "window": int, "force": bool, "threshold_overrides": {...}}``.
+
+    Raises:
+        UsageError: naming the first invalid param and what it accepts.
+    """
+    raw = dict(raw or {})
+    schemas = param_schemas(cfg)
+    unknown = sorted(set(raw) - set(schemas))
+    if unknown:
+        raise UsageError(f"unknown param(s) {unknown}; accepted: {sorted(schemas)}")
+
+    span = _span(raw.get("span")) or logical_date
+    if span is None:
+        raise UsageError("param span is required when the run has no logical date")
+
+    window = raw.get("window")
+    if window is None:
+        window = cfg.window
+    if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= 366:
+        raise UsageError(f"param window={window!r} must be an integer between 1 and 366")
+
+    force = raw.get("force", False)
+    if not isinstance(force, bool):
+        raise UsageError(f"param force={force!r} must be true or false")
+
+    overrides: dict[str, float] = {}
+    for name, (low, high) in cfg.evaluation.override_bounds.items():
+        value = raw.get(THRESHOLD_PREFIX + name)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not low <= value <= high:
+            raise UsageError(
+                f"param {THRESHOLD_PREFIX}{name}={value!r} is outside the range [{low}, {high}] "
+                f"that configs/{cfg.name}.yaml evaluation.override_bounds allows"
+            )
+        overrides[name] = float(value)
+    return {"span": span.isoformat(), "window": window, "force": force,
+            "threshold_overrides": overrides}
