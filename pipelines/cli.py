@@ -171,7 +171,7 @@ def validate(
     uri = find_snapshot(cfg, home(), snapshot or None)
     result = run_step("validate", cfg, home(), context(), snapshot_uri=uri)
     emit(result, as_json, f"snapshot accepted: {result['expectations']['run']} expectations "
-         f"passed, no drift beyond limits; report {result['report_html']}")
+         f"passed; drift {result['drift_note']}; report {result['report_html']}")
 
 
 def _register_subcommands() -> None:

@@ -124,7 +124,9 @@ def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None 
         parts = columns[c.name]
         if c.type == "string":
             values = np.concatenate(parts) if parts else np.array([], dtype=object)
-            frame[c.name] = pd.Series([v.decode("utf-8", "replace") for v in values], dtype=object)
+            codes, uniq = pd.factorize(values)  # decode each distinct value once, share the objects
+            decoded = np.array([v.decode("utf-8", "replace") for v in uniq], dtype=object)
+            frame[c.name] = pd.Series(decoded[codes], dtype=object)
         else:
             dtype = "int64" if c.type == "int" else "float32"
             frame[c.name] = pd.Series(np.concatenate(parts) if parts else [], dtype=dtype)
