@@ -13,8 +13,11 @@ Rows are fed to TFT as Arrow record batches through tfx_bsl's ``TFExampleRecord`
 Python dicts: that path is twice as slow). The Beam runner and its flags come from ``cfg.beam``.
 
 The transformed data files are byte-identical whatever the runner, its parallelism or its bundle
-order: Beam writes shards, then each split's records are sorted by their sha256 (a fixed
-pseudo-random order, which also pre-shuffles the training data) into a single file. The
+order: each tf.Example is serialized canonically (sorted feature map), z-scores are accumulated
+in float64 (see transforms/adult.py), and after Beam writes its shards each split's records are
+sorted by their sha256 (a fixed pseudo-random order, which also pre-shuffles the training data)
+into a single file. That last pass holds one split in memory: fine for tens of MB; a far larger
+dataset would keep Beam's shards and hash them order-independently instead. The
 ``transform_id`` is the sha256 of the input snapshots, the transform module's source and the
 config parts it reads, so re-running on the same inputs reuses the artifact.
 """
@@ -82,8 +85,10 @@ def _snapshot_input(uri: str) -> dict[str, Any]:
     digest = hashlib.sha256()
     for f in files:
         digest.update(f"{f.relative_to(path).as_posix()}\0{common.sha256_file(f)}\n".encode())
-    return common.artifact("snapshot", path.resolve(), digest.hexdigest(),
-                           sum(f.stat().st_size for f in files))
+    # Recorded as ingest recorded it (tree hash of the folder), so lineage links the two steps;
+    # the data-only digest addresses the transform (a re-validation does not change it).
+    return common.artifact("Snapshot", path.resolve(), common.sha256_tree(path),
+                           sum(f.stat().st_size for f in files), data_sha256=digest.hexdigest())
 
 
 def transform_id(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
@@ -91,7 +96,7 @@ def transform_id(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
     import tensorflow_transform as tft
 
     return common.sha256_json({
-        "snapshots": [i["sha256"] for i in inputs],
+        "snapshots": [i["properties"]["data_sha256"] for i in inputs],
         "module": cfg.transform_module,
         "module_sha256": _module_sha256(cfg),
         "columns": [c.model_dump() for c in cfg.columns],
@@ -105,7 +110,8 @@ def _sort_records(shard_pattern: str, out_file: Path) -> tuple[int, str]:
     """Rewrites Beam's shards as one file sorted by record sha256; returns (count, file sha256)."""
     import tensorflow as tf
 
-    records = [r.numpy() for r in tf.data.TFRecordDataset(sorted(tf.io.gfile.glob(shard_pattern)))]
+    files = sorted(tf.io.gfile.glob(shard_pattern))
+    records = [r for batch in tf.data.TFRecordDataset(files).batch(8192) for r in batch.numpy()]
     records.sort(key=lambda r: hashlib.sha256(r).digest())
     with tf.io.TFRecordWriter(str(out_file)) as writer:
         for r in records:
@@ -113,15 +119,29 @@ def _sort_records(shard_pattern: str, out_file: Path) -> tuple[int, str]:
     return len(records), common.sha256_file(out_file)
 
 
+def _encode_canonical(batch: tuple[Any, dict]) -> list[bytes]:
+    """Serializes a transformed record batch as tf.Examples with a canonical byte layout.
+
+    tfx_bsl's C++ encoder writes the feature map in hash order, which differs between processes;
+    deterministic re-serialization sorts the map keys so equal rows give equal bytes everywhere.
+    """
+    from tensorflow.core.example import example_pb2
+    from tfx_bsl.public import tfxio
+
+    return [example_pb2.Example.FromString(b).SerializeToString(deterministic=True)
+            for b in tfxio.RecordBatchToExamplesEncoder().encode(batch[0])]
+
+
 def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list[str],
              out: Path) -> None:
     """Analyze on train, transform train and eval; writes the graph and sharded TFRecords."""
     import apache_beam as beam
+    import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
-    from apache_beam.options.pipeline_options import PipelineOptions
-    from tensorflow_transform.tf_metadata import schema_utils
+    from tensorflow_transform.tf_metadata import dataset_metadata, metadata_io, schema_utils
     from tfx_bsl.public import tfxio
 
+    from pipelines.beam_options import pipeline_options
     from pipelines.snapshots import raw_feature_spec
 
     preprocessing_fn = load_preprocessing_fn(cfg)
@@ -129,9 +149,9 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
     sources = {split: tfxio.TFExampleRecord(patterns, schema=schema,
                                             telemetry_descriptors=["pipelines", "transform"])
                for split, patterns in (("train", train_patterns), ("eval", eval_patterns))}
-    options = PipelineOptions([f"--runner={cfg.beam.runner}", *cfg.beam.options])
     temp_dir = out / "tmp"
-    with beam.Pipeline(options=options) as p, tft_beam.Context(temp_dir=str(temp_dir)):
+    with (beam.Pipeline(options=pipeline_options(cfg)) as p,
+          tft_beam.Context(temp_dir=str(temp_dir))):
         raw = {split: p | f"Read{split}" >> src.BeamSource() for split, src in sources.items()}
         (train_xf, metadata), transform_fn = (
             (raw["train"], sources["train"].TensorAdapterConfig())
@@ -143,11 +163,13 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
         _ = transform_fn | "WriteTransformFn" >> tft_beam.WriteTransformFn(str(out / GRAPH_DIR))
         for split, data in (("train", train_xf), ("eval", eval_xf)):
             _ = (data
-                 | f"Encode{split}" >> beam.FlatMap(
-                     lambda batch: tfxio.RecordBatchToExamplesEncoder().encode(batch[0]))
+                 | f"Encode{split}" >> beam.FlatMap(_encode_canonical)
                  | f"Write{split}" >> beam.io.WriteToTFRecord(
                      str(out / "shards" / split / "part"), file_name_suffix=".tfrecord"))
     shutil.rmtree(temp_dir, ignore_errors=True)
+    # Serving parses raw examples with the raw schema kept beside the graph (TFX's layout).
+    metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
+                               str(out / GRAPH_DIR / tft.TFTransformOutput.RAW_METADATA_DIR))
 
 
 def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
@@ -161,8 +183,11 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         snapshot_uris: accepted snapshots; their train splits are analyzed together.
 
     Returns:
-        transform_uri, transform_graph_uri, transformed{train,eval} (file patterns), sha256
-        (of the whole artifact folder), rows{train,eval}, reused, inputs, outputs.
+        transform_id, transform_uri, transform_graph_uri, transformed{train,eval} (file
+        patterns), sha256 (of the graph folder's and data files' hashes), rows{train,eval},
+        seconds, reused, inputs, outputs. The data files are byte-stable across runners; the
+        graph's saved_model.pb is not (TensorFlow numbers its traced functions per process), so
+        compare transforms by their data hashes, vocabulary and schema, not by the graph hash.
     """
     del ctx
     if not snapshot_uris:
@@ -195,7 +220,8 @@ def _result(cfg: PipelineConfig, final: Path, tmp: Path, tid: str, inputs: list[
             rows: dict[str, int], hashes: dict[str, str], seconds: float) -> dict[str, Any]:
     graph_sha = common.sha256_tree(tmp / GRAPH_DIR)
     patterns = {s: str(final / DATA_DIR / s / "data-*.tfrecord") for s in SPLITS}
-    outputs = [common.artifact("transform_graph", final / GRAPH_DIR, graph_sha,
+    graph_size = sum(f.stat().st_size for f in (tmp / GRAPH_DIR).rglob("*") if f.is_file())
+    outputs = [common.artifact("transform_graph", final / GRAPH_DIR, graph_sha, graph_size,
                                module=cfg.transform_module)]
     outputs += [common.artifact("transformed_examples", final / DATA_DIR / s / DATA_FILE,
                                 hashes[s], (tmp / DATA_DIR / s / DATA_FILE).stat().st_size,

@@ -221,6 +221,15 @@ def _reuse(vdir: Path, contract: str) -> dict[str, Any] | None:
     return None
 
 
+def _with_output_hash(result: dict[str, Any], vdir: Path) -> dict[str, Any]:
+    """Fills the ValidationResult's sha256: the tree hash of the folder as written (lineage verify
+    re-hashes it the same way), which result.json inside it cannot hold."""
+    tree = sha256_tree(vdir)
+    result["outputs"] = [{**o, "sha256": tree} if o["kind"] == "ValidationResult" else o
+                         for o in result["outputs"]]
+    return result
+
+
 def _raise_if_rejected(result: dict[str, Any]) -> dict[str, Any]:
     if result["status"] != "accepted":
         head = f"snapshot {Path(result['snapshot_uri']).name} rejected by the data contract:"
@@ -247,7 +256,7 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
     if stored is not None:
         log.info("snapshot %s already validated (%s): returning the stored result",
                  Path(uri).name, stored["status"])
-        return _raise_if_rejected({**stored, "reused": True})
+        return _raise_if_rejected(_with_output_hash({**stored, "reused": True}, vdir))
 
     started = time.monotonic()
     prov = snapshots.provenance(uri)
@@ -297,19 +306,18 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
         "report_html": str(report_html),
         "reused": False,
     }
-    verdict_sha = sha256_json(result)
     result["inputs"] = [
         artifact("Snapshot", uri, sha256_tree(uri), None, snapshot_id=Path(uri).name),
         artifact("ExpectationSuite", suite_file, sha256_file(suite_file), suite_file.stat().st_size),
         *([artifact("Snapshot", baseline, None, None, role="drift_baseline")] if baseline else []),
     ]
-    result["outputs"] = [artifact("ValidationResult", vdir, verdict_sha, None, status=status,
+    result["outputs"] = [artifact("ValidationResult", vdir, None, None, status=status,
                                   failed=len(failures))]
     with atomic_dir(vdir) as tmp:
         (tmp / "data_docs.html").write_text(render_data_docs(gx_result))
         if not frame.empty:
             write_json_atomic(tmp / PROFILE, drift.profile(cfg, frame))
         write_json_atomic(tmp / "result.json", result)
-    result = read_json(report_json)  # if a concurrent run got there first, its verdict stands
+    result = _with_output_hash(read_json(report_json), vdir)  # a concurrent run's verdict stands
     log.info("snapshot %s %s (%d problems)", Path(uri).name, status, len(failures))
     return _raise_if_rejected(result)
