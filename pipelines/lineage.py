@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from pipelines.common import DataRejected, NotPromoted, RunContext, code_version
@@ -37,9 +37,13 @@ from pipelines.lineage_store import (
     NOT_PROMOTED,
     REJECTED,
     RUNNING,
+    URL_ENV,
     Artifact,
     Event,
     Execution,
+    LineageError,
+    database_url,
+    describe,
     get_engine,
 )
 
@@ -87,7 +91,7 @@ class ExecutionRecord:
                  params: dict[str, Any] | None = None):
         self.cfg, self.home, self.step, self.ctx = cfg, Path(home), step, ctx
         self.params = json_safe(params or {})
-        self.engine = get_engine(self.home)
+        self.engine = None
         self.id: int | None = None
         self.closed = False
         self.openlineage = None
@@ -105,12 +109,19 @@ class ExecutionRecord:
             parameters=self.params, status=RUNNING, started=_now(),
             openlineage_run_id=new_run_id(),
         )
-        with Session(self.engine) as session, session.begin():
-            session.add(row)
-            session.flush()
-            self.id = row.id
-            self.started = row.started
-            self.record = row.to_dict()
+        try:
+            self.engine = get_engine(self.home)
+            with Session(self.engine) as session, session.begin():
+                session.add(row)
+                session.flush()
+                self.id = row.id
+                self.record = row.to_dict()
+        except SQLAlchemyError as exc:
+            raise LineageError(
+                f"cannot record the {self.step} step in the lineage store "
+                f"{describe(database_url(self.home))}: {exc}. "
+                f"Check that {URL_ENV} (or the home folder) points at a reachable, writable "
+                f"database; the step did not run") from exc
         self.openlineage = openlineage_emit.Emitter(self.cfg, self.home, self.ctx, self.record)
         self.openlineage.start()
 
@@ -159,6 +170,15 @@ class ExecutionRecord:
             row.summary = summarise(result)
 
 
+def normalise_kind(kind: str | None) -> str:
+    """Artifact kinds in CamelCase as in ML Metadata: ``transform_graph`` -> ``TransformGraph``."""
+    if not kind:
+        return "Artifact"
+    if "_" in kind or kind[0].islower():
+        return "".join(part[:1].upper() + part[1:] for part in kind.split("_") if part)
+    return kind
+
+
 def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:
     """The id of the artifact (uri, sha256), inserting it if it is new.
 
@@ -180,7 +200,7 @@ def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:
         if found.size is None and record.get("size") is not None:
             found.size = record["size"]
         return found.id
-    row = Artifact(kind=record.get("kind") or "Artifact", uri=uri, sha256=sha,
+    row = Artifact(kind=normalise_kind(record.get("kind")), uri=uri, sha256=sha,
                    size=record.get("size"), properties=props, created=_now())
     session.add(row)
     session.flush()

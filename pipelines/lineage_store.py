@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
 )
 from sqlalchemy.engine import make_url
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from pipelines.common import PipelineError
@@ -172,7 +173,10 @@ def _writer_engine(url: str) -> Engine:
             dbapi_conn.execute("PRAGMA foreign_keys=ON")
     else:
         engine = create_engine(url, pool_pre_ping=True)
-    Base.metadata.create_all(engine)
+    try:
+        Base.metadata.create_all(engine)
+    except DBAPIError:  # another process created the tables at the same moment
+        Base.metadata.create_all(engine)
     return engine
 
 

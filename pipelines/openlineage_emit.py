@@ -209,8 +209,10 @@ class Emitter:
 
     def dataset_facets(self, record: dict[str, Any]) -> dict[str, DatasetFacet]:
         props = record.get("properties") or {}
+        from pipelines.lineage import normalise_kind
+
         facets: dict[str, DatasetFacet] = {"pipelines_artifact": ArtifactDatasetFacet(
-            kind=record.get("kind") or "Artifact", sha256=record.get("sha256"),
+            kind=normalise_kind(record.get("kind")), sha256=record.get("sha256"),
             size=record.get("size"), properties=_json(props))}
         if record.get("sha256"):
             facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
@@ -222,6 +224,8 @@ class Emitter:
 
     def schema_fields(self, record: dict[str, Any]) -> list[schema_dataset.SchemaDatasetFacetFields]:
         """Declared schema (``properties.schema``), else the config's columns for raw data."""
+        from pipelines.lineage import normalise_kind
+
         declared = (record.get("properties") or {}).get("schema")
         if isinstance(declared, dict):
             declared = [{"name": k, "type": v} for k, v in declared.items()]
@@ -229,7 +233,7 @@ class Emitter:
             return [schema_dataset.SchemaDatasetFacetFields(name=str(f.get("name")),
                                                             type=str(f.get("type")))
                     for f in declared if isinstance(f, dict) and f.get("name")]
-        if record.get("kind") in ("SourceFile", "Snapshot"):
+        if normalise_kind(record.get("kind")) in ("SourceFile", "Snapshot"):
             return [schema_dataset.SchemaDatasetFacetFields(name=c.name, type=c.type.upper(),
                                                             description=c.description or None)
                     for c in self.cfg.columns]

@@ -1,0 +1,143 @@
+"""Auditor checks over the lineage store: re-hash a model's chain, and list runs with their outcome.
+
+Called by :mod:`pipelines.cli_lineage` (``pipelines lineage verify`` and ``runs``) and by tests.
+Read-only, like every lineage query.
+
+Hashes are recomputed the way the producers computed them (``pipelines.common``): a file is the
+sha256 of its bytes, a folder is :func:`~pipelines.common.sha256_tree` (relative paths and file
+hashes in sorted order). An artifact that no longer exists is reported as ``missing`` (landing
+files are cleaned up, old models retired) but only changed bytes make verification fail.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from pipelines.common import sha256_file, sha256_tree
+from pipelines.lineage_query import model_lineage
+from pipelines.lineage_store import (
+    COMPLETED,
+    FAILED,
+    NOT_PROMOTED,
+    REJECTED,
+    RUNNING,
+    Execution,
+    get_engine,
+)
+
+
+def local_path(uri: str) -> Path | None:
+    """The local path of a URI, or None for an object store we cannot hash from here."""
+    parsed = urlparse(uri)
+    if parsed.scheme == "file":
+        return Path(parsed.path)
+    if parsed.scheme == "" or len(parsed.scheme) == 1:
+        return Path(uri)
+    return None
+
+
+def rehash(uri: str) -> tuple[str, str | None]:
+    """(status, sha256) of what is at ``uri`` now: ``present``, ``missing`` or ``unchecked``."""
+    path = local_path(uri)
+    if path is None:
+        return "unchecked", None
+    if path.is_file():
+        return "present", sha256_file(path)
+    if path.is_dir():
+        return "present", sha256_tree(path)
+    return "missing", None
+
+
+def verify_model(home: Path, pipeline: str, version: str) -> dict[str, Any]:
+    """Re-hashes every artifact of a registry version's chain; ``ok`` only if none changed."""
+    chain = model_lineage(home, pipeline, version)
+    checks = []
+    for art in chain["artifacts"]:
+        check = {"id": art["id"], "kind": art["kind"], "uri": art["uri"],
+                 "recorded": art["sha256"], "actual": None}
+        if not art["sha256"]:
+            check["status"] = "unchecked"
+        else:
+            state, actual = rehash(art["uri"])
+            check["actual"] = actual
+            if state != "present":
+                check["status"] = state
+            else:
+                check["status"] = "ok" if actual == art["sha256"] else "mismatch"
+        checks.append(check)
+    by_status = defaultdict(list)
+    for c in checks:
+        by_status[c["status"]].append(c)
+    counts = {k: len(v) for k, v in sorted(by_status.items())}
+    return {"pipeline": pipeline, "version": str(version), "ok": not by_status["mismatch"],
+            "counts": counts,
+            "mismatched": by_status["mismatch"], "missing": by_status["missing"],
+            "artifacts": checks}
+
+
+def run_outcome(steps: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
+    """(outcome, why) of one run from the latest execution of each of its steps."""
+    def summary(step: str) -> dict[str, Any]:
+        return (steps.get(step) or {}).get("summary") or {}
+
+    statuses = {s: x["status"] for s, x in steps.items()}
+    if REJECTED in statuses.values():
+        v = summary("validate")
+        why = list(v.get("failures") or [])
+        for feature, d in (v.get("drift") or {}).items():
+            if isinstance(d, dict) and d.get("passed") is False:
+                why.append(f"drift {feature}: {d.get('metric')} {d.get('value')} > "
+                           f"{d.get('threshold')}")
+        rejected = next(x for x in steps.values() if x["status"] == REJECTED)
+        return "rejected", why or [rejected.get("error") or "validation rejected the data"]
+    promote = steps.get("promote")
+    if promote and promote["status"] == COMPLETED and summary("promote").get("promoted"):
+        return "promoted", [f"version {summary('promote').get('version')}",
+                            *summary("promote").get("reasons", [])]
+    if promote and promote["status"] in (NOT_PROMOTED, COMPLETED):
+        s = summary("promote")
+        return "not_promoted", list(s.get("reasons") or [promote.get("error") or "not promoted"])
+    evaluate = steps.get("evaluate")
+    if evaluate and summary("evaluate").get("blessed") is False:
+        return "not_promoted", list(summary("evaluate").get("reasons") or ["not blessed"])
+    if FAILED in statuses.values():
+        failed = [x for x in steps.values() if x["status"] == FAILED]
+        return "failed", [f"{x['step']}: {x['error']}" for x in failed]
+    if RUNNING in statuses.values():
+        return "running", [f"{s} started {x['started']} and has not ended (still running, or "
+                           f"killed)" for s, x in steps.items() if x["status"] == RUNNING]
+    return "incomplete", [f"last step: {max(steps.values(), key=lambda x: x['started'])['step']}"]
+
+
+def list_runs(home: Path, pipeline: str, limit: int | None = None) -> dict[str, Any]:
+    """Runs of a pipeline, newest first, with their outcome and why."""
+    with Session(get_engine(home, readonly=True)) as session:
+        rows = [x.to_dict() for x in session.scalars(
+            select(Execution).where(Execution.pipeline == pipeline)
+            .order_by(Execution.started, Execution.id))]
+    runs: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for x in rows:
+        runs[x["run_id"]].append(x)
+    out = []
+    for run_id, execs in runs.items():
+        latest = {x["step"]: x for x in execs}  # ordered by start: the last try of each step wins
+        outcome, why = run_outcome(latest)
+        first = execs[0]
+        out.append({
+            "run_id": run_id, "outcome": outcome, "why": why,
+            "started": first["started"], "ended": max((x["ended"] or "") for x in execs) or None,
+            "triggered_by": first["triggered_by"], "dag_id": first["dag_id"],
+            "dag_run_id": first["dag_run_id"],
+            "version": (latest.get("promote") or {}).get("summary", {}).get("version"),
+            "steps": [{"step": x["step"], "status": x["status"], "execution": x["id"],
+                       "try_number": x["try_number"], "started": x["started"],
+                       "ended": x["ended"], "error": x["error"]} for x in execs],
+        })
+    out.sort(key=lambda r: (r["started"] or "", r["steps"][0]["execution"]), reverse=True)
+    return {"pipeline": pipeline, "runs": out[:limit] if limit else out}
