@@ -17,7 +17,14 @@ from typing import Annotated, Any
 
 import typer
 
-from pipelines.common import EXIT_FAILURE, EXIT_USAGE, PipelineError, RunContext, resolve_home
+from pipelines.common import (
+    EXIT_FAILURE,
+    EXIT_USAGE,
+    PipelineError,
+    RunContext,
+    UsageError,
+    resolve_home,
+)
 from pipelines.config import ConfigError, PipelineConfig, load_config
 
 app = typer.Typer(
@@ -99,7 +106,7 @@ def parse_span(span: str | None) -> dt.date | None:
     try:
         return dt.date.fromisoformat(span)
     except ValueError as exc:
-        raise PipelineError(f"--span {span!r} is not a date in YYYY-MM-DD form") from exc
+        raise UsageError(f"--span {span!r} is not a date in YYYY-MM-DD form") from exc
 
 
 def load(config: Path) -> PipelineConfig:
