@@ -82,8 +82,12 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
         raise NotPromoted(str(exc), result) from exc
     result.update(promoted=True, version=pushed["version"], registry_uri=pushed["registry_uri"],
                   previous_version=pushed["previous_version"])
-    result["outputs"] = [artifact("ModelVersion", pushed["registry_uri"], pushed["model_sha256"],
-                                  None, version=pushed["version"], alias="production")]
+    # The version folder as published (model bytes + version.json), hashed as lineage verify does;
+    # model_sha256 (the SavedModel alone) equals the trained model's hash.
+    result["outputs"] = [artifact("ModelVersion", pushed["registry_uri"],
+                                  sha256_tree(pushed["registry_uri"]), None,
+                                  version=pushed["version"], alias="production",
+                                  model_sha256=pushed["model_sha256"])]
     log.info("promoted %s as %s version %d (previous: %s)", model_uri, cfg.name, pushed["version"],
              pushed["previous_version"])
     return result
