@@ -58,7 +58,6 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Run ingest → validate → transform → train → evaluate → promote → report in one process."""
         from pipelines import flow
-
         from pipelines.params import resolve_params
 
         try:

@@ -1,0 +1,193 @@
+"""DAG factory: one DAG ``retrain_<pipeline>`` per config file in configs/.
+
+Parsed by the Airflow DAG processor (and by ``airflow dags test``). Parsing is cheap: it imports
+``airflow.sdk`` and ``pipelines.config``/``pipelines.params`` (pydantic and yaml) only. Each task is
+a few lines that call one function of :mod:`pipelines.flow`, which imports the heavy stack
+(TensorFlow, Beam, TFT, TFMA, GX) inside the task process when the step runs.
+
+ingest >> validate >> transform >> train >> evaluate >> is_blessed >> promote >> report
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from pipelines import flow
+from pipelines.common import NotPromoted, PipelineError, RunContext
+from pipelines.config import REPO_ROOT, PipelineConfig, load_config
+from pipelines.params import param_schemas
+
+log = logging.getLogger("pipelines.dag")
+
+CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs")
+NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # Airflow connection id of a webhook or SMTP server
+TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill"}
+RETRY_FAST = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
+RETRY_BACKOFF = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
+                 "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
+
+
+def _one_line(exc: BaseException | None) -> str:
+    if exc is None:
+        return "unknown error (see the task log above)"
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+def notify_failure(context) -> None:
+    """on_failure_callback: the last line of the task log says why, and reaches the notifier."""
+    from pipelines import notify
+
+    ti = context["ti"]
+    message = (f"{ti.dag_id}.{ti.task_id} failed (run {ti.run_id}, try {ti.try_number}): "
+               f"{_one_line(context.get('exception'))}")
+    target = None
+    if conn_id := os.environ.get(NOTIFY_CONN_ENV):
+        try:
+            from airflow.sdk import BaseHook
+
+            conn = BaseHook.get_connection(conn_id)
+            target = {"conn_type": conn.conn_type, "host": conn.host, "port": conn.port,
+                      "login": conn.login, "password": conn.password, "schema": conn.schema,
+                      "extra": conn.extra_dejson}
+        except Exception as exc:  # noqa: BLE001 - still log the failure itself
+            log.warning("notifier connection %r unusable: %s", conn_id, exc)
+    notify.notify(message, target)
+
+
+def run_context() -> RunContext:
+    """The lineage context of the running task, from the Airflow task context."""
+    c = get_current_context()
+    dag_run, ti = c["dag_run"], c["ti"]
+    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
+                      try_number=ti.try_number, triggered_by=TRIGGERED_BY.get(run_type, run_type),
+                      params=dict(c["params"]))
+
+
+def _logical_day() -> dt.date:
+    dag_run = get_current_context()["dag_run"]
+    when = dag_run.logical_date or dag_run.run_after
+    return when.date()
+
+
+def _gate(fn, *args):
+    """Runs a flow function; an expected failure fails the task at once (no retry) in one line."""
+    try:
+        return fn(*args)
+    except PipelineError as exc:
+        raise AirflowFailException(str(exc)) from exc
+
+
+def build_dag(config_path: Path):
+    """Builds the retraining DAG of one pipeline config."""
+    cfg: PipelineConfig = load_config(config_path)
+    cfg_file = str(config_path)
+    name = cfg.name
+    snapshot = Asset(name=f"{name}.snapshot", uri=f"x-pipelines://{name}/snapshots")
+    model = Asset(name=f"{name}.model", uri=f"x-pipelines://{name}/models")
+    production = Asset(name=f"{name}.production", uri=f"x-pipelines://{name}/registry/production")
+    params = {k: Param(s.pop("default"), description=s.pop("description"), **s)
+              for k, s in param_schemas(cfg).items()}
+
+    @dag(
+        dag_id=f"retrain_{name}",
+        schedule=cfg.schedule.cron,
+        start_date=dt.datetime.fromisoformat(cfg.schedule.start_date).replace(tzinfo=dt.UTC),
+        catchup=cfg.schedule.catchup,
+        max_active_runs=1,
+        dagrun_timeout=dt.timedelta(hours=3),
+        doc_md=cfg.description or f"Retraining of {name}.",
+        description=(cfg.description.strip().splitlines() or [f"Retraining of {name}"])[0][:200],
+        tags=sorted({"retrain", *cfg.tags}),
+        params=params,
+        default_args={"owner": cfg.owner, "execution_timeout": dt.timedelta(minutes=30),
+                      "on_failure_callback": notify_failure, **RETRY_FAST},
+    )
+    def retrain():
+        @task(outlets=[snapshot], execution_timeout=dt.timedelta(minutes=20), **RETRY_BACKOFF)
+        def ingest(*, outlet_events=None) -> dict:
+            c = get_current_context()
+            res = _gate(flow.ingest, cfg_file, run_context(), dict(c["params"]), _logical_day())
+            outlet_events[snapshot].extra = {k: res[k] for k in ("snapshot_id", "uri", "sha256",
+                                                                   "spans", "rows", "golden_uri")}
+            return res
+
+        @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=20))
+        def validate(ingested: dict) -> dict:
+            return _gate(flow.validate, cfg_file, run_context(), ingested)
+
+        @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=45), **RETRY_BACKOFF)
+        def transform(ingested: dict, validated: dict) -> dict:
+            return _gate(flow.transform, cfg_file, run_context(), ingested)
+
+        @task(outlets=[model], execution_timeout=dt.timedelta(minutes=45))
+        def train(transformed: dict, ingested: dict, *, outlet_events=None) -> dict:
+            res = _gate(flow.train, cfg_file, run_context(), transformed, ingested)
+            outlet_events[model].extra = {"model_uri": res["model_uri"], "model_id": res["model_id"],
+                                          "sha256": res["sha256"], "snapshot_uri": ingested["uri"],
+                                          "transform_uri": transformed["transform_uri"]}
+            return res
+
+        @task(inlets=[model, snapshot], execution_timeout=dt.timedelta(minutes=45))
+        def evaluate(trained: dict, ingested: dict) -> dict:
+            return _gate(flow.evaluate, cfg_file, run_context(), trained, ingested)
+
+        @task.short_circuit(ignore_downstream_trigger_rules=False,
+                            execution_timeout=dt.timedelta(minutes=5))
+        def is_blessed(evaluated: dict) -> bool:
+            if not evaluated.get("blessed"):
+                log.info("not promoted: %s", "; ".join(evaluated.get("reasons") or ["not blessed"]))
+            return bool(evaluated.get("blessed"))
+
+        @task(inlets=[model], outlets=[production], execution_timeout=dt.timedelta(minutes=20))
+        def promote(evaluated: dict, *, outlet_events=None) -> dict:
+            try:
+                res = flow.promote(cfg_file, run_context(), evaluated)
+            except NotPromoted as exc:  # a visible outcome of the run, not a crash
+                log.info("%s", exc)
+                raise AirflowSkipException(str(exc)) from exc
+            except PipelineError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            outlet_events[production].extra = {"version": res["version"],
+                                               "registry_uri": res["registry_uri"],
+                                               "model_uri": evaluated["model_uri"],
+                                               "evaluation_uri": evaluated["evaluation_uri"]}
+            return res
+
+        @task(trigger_rule="none_failed", execution_timeout=dt.timedelta(minutes=15))
+        def report(evaluated: dict, promoted: dict | None) -> dict:
+            res = _gate(flow.report, cfg_file, run_context(), evaluated, promoted)
+            log.info("audit report: %s", res["report_html"])
+            return res
+
+        ingested = ingest()
+        validated = validate(ingested)
+        transformed = transform(ingested, validated)
+        trained = train(transformed, ingested)
+        evaluated = evaluate(trained, ingested)
+        gate = is_blessed(evaluated)
+        promoted = promote(evaluated)
+        gate >> promoted
+        report(evaluated, promoted)
+
+    return retrain()
+
+
+def build_all(config_dir: Path = CONFIG_DIR) -> dict:
+    """One DAG per ``*.yaml`` in ``config_dir``; a bad config fails loudly as an import error."""
+    dags = {}
+    for path in sorted(config_dir.glob("*.yaml")):
+        built = build_dag(path)
+        dags[built.dag_id] = built
+    return dags
+
+
+for _dag_id, _dag in build_all().items():
+    globals()[_dag_id] = _dag

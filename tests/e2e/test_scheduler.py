@@ -1,0 +1,118 @@
+"""End to end with the real scheduler: API server, scheduler and DAG processor on loopback.
+
+Triggers retrain_adult through the REST API (/api/v2, JWT from the simple auth manager) with params,
+then a run whose span holds corrupt data, then a 3-day backfill. Dates are relative to today so the
+runs are in the past whatever the clock says. Every process the test starts is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from tests.e2e.harness import (
+    DAG_ID,
+    AirflowServices,
+    Api,
+    airflow_env,
+    corrupt_span,
+    production_alias,
+    run,
+    stage,
+    tail,
+)
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+TODAY = dt.datetime.now(dt.UTC).date()
+END = TODAY - dt.timedelta(days=3)      # last good span; spans END-6 .. END are staged
+CORRUPT = TODAY - dt.timedelta(days=2)  # a span whose rows break the data contract
+BACKFILL = [END - dt.timedelta(days=d) for d in (3, 2, 1)]
+BACKFILL_WINDOW = 2  # each backfilled day trains on its own 2-span window: distinct snapshots
+DOWNSTREAM_OF_VALIDATE = ["transform", "train", "evaluate", "is_blessed", "promote", "report"]
+
+
+@pytest.fixture(scope="module")
+def airflow(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scheduler")
+    env = airflow_env(root / "airflow", root / "pipelines")
+    stage(env, END)
+    corrupt_span(root / "pipelines", END, CORRUPT)
+    run(["airflow", "db", "migrate"], env, log=root / "db-migrate.log")
+    services = AirflowServices(env, root / "logs")
+    try:
+        services.start()
+        api = Api(services.port)
+        api.wait_for_dag(DAG_ID)
+        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
+        yield {"api": api, "home": root / "pipelines", "services": services}
+    finally:
+        services.stop()
+        for p in services.procs.values():
+            assert p.poll() is not None
+
+
+def _explain(airflow) -> str:
+    logs = airflow["services"].log_dir
+    return "\n".join(f"--- {n}\n{tail(logs / f'{n}.log', 15)}" for n in AirflowServices.NAMES)
+
+
+def test_backfill_of_three_days(airflow):
+    """Runs first, before any model is in production: evaluations without a baseline are cheaper."""
+    api = airflow["api"]
+    before = production_alias(airflow["home"])
+    api.post("/api/v2/backfills", {
+        "dag_id": DAG_ID, "max_active_runs": 1, "dag_run_conf": {"window": BACKFILL_WINDOW},
+        "from_date": f"{BACKFILL[0].isoformat()}T00:00:00Z",
+        "to_date": f"{BACKFILL[-1].isoformat()}T00:00:00Z",
+    })
+    runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=backfill&limit=10")["dag_runs"]
+    assert sorted(r["logical_date"][:10] for r in runs) == [d.isoformat() for d in BACKFILL]
+    snapshots, promoted = set(), 0
+    for r in sorted(runs, key=lambda r: r["logical_date"]):
+        assert api.wait_run(r["dag_run_id"]) == "success", _explain(airflow)
+        ingested = api.xcom(r["dag_run_id"], "ingest")
+        assert ingested["spans"][-1] == r["logical_date"][:10]
+        assert len(ingested["spans"]) == BACKFILL_WINDOW
+        snapshots.add(ingested["uri"])
+        evaluated = api.xcom(r["dag_run_id"], "evaluate")
+        promote_state = api.task_states(r["dag_run_id"])["promote"]
+        assert promote_state == ("success" if evaluated["blessed"] else "skipped")
+        promoted += promote_state == "success"
+    assert len(snapshots) == 3
+    if not promoted:
+        assert production_alias(airflow["home"]) == before
+
+
+def test_rest_trigger_with_params_succeeds(airflow):
+    api = airflow["api"]
+    run_id = api.trigger(END, {"span": END.isoformat(), "window": 7,
+                               "threshold_slice_auc_min": 0.84})
+    assert api.wait_run(run_id) == "success", _explain(airflow)
+    states = api.task_states(run_id)
+    assert {t: states[t] for t in ("ingest", "validate", "transform", "train", "evaluate",
+                                   "report")} == dict.fromkeys(
+        ("ingest", "validate", "transform", "train", "evaluate", "report"), "success")
+    ingested = api.xcom(run_id, "ingest")
+    assert ingested["params"]["threshold_overrides"] == {"slice_auc_min": 0.84}
+    assert ingested["spans"][-1] == END.isoformat()
+    evaluated = api.xcom(run_id, "evaluate")
+    assert states["promote"] == ("success" if evaluated["blessed"] else "skipped")
+    assert evaluated["blessed"] and production_alias(airflow["home"]) is not None
+
+
+def test_invalid_params_are_refused_naming_the_param(airflow):
+    with pytest.raises(AssertionError, match="window"):
+        airflow["api"].trigger(END, {"window": 0})
+
+
+def test_corrupt_span_stops_at_validate(airflow):
+    api = airflow["api"]
+    before = production_alias(airflow["home"])
+    run_id = api.trigger(CORRUPT, {"window": 1})
+    assert api.wait_run(run_id) == "failed"
+    states = api.task_states(run_id)
+    assert states["ingest"] == "success" and states["validate"] == "failed"
+    assert all(states[t] in ("upstream_failed", None) for t in DOWNSTREAM_OF_VALIDATE), states
+    assert production_alias(airflow["home"]) == before
