@@ -68,7 +68,23 @@ def run_context() -> RunContext:
     run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
     return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
                       try_number=ti.try_number, triggered_by=TRIGGERED_BY.get(run_type, run_type),
-                      params=dict(c["params"]))
+                      params=dict(c["params"]), **_openlineage_parents(ti))
+
+
+def _openlineage_parents(ti) -> dict:
+    """The OpenLineage provider's ids of this task run and its DAG run, so our step events and the
+    provider's task events share parents (the provider derives them the same way for its own)."""
+    try:
+        from airflow.providers.openlineage.plugins.macros import (
+            lineage_parent_id,
+            lineage_root_parent_id,
+        )
+
+        return {"openlineage_parent_id": lineage_parent_id(ti),
+                "openlineage_root_parent_id": lineage_root_parent_id(ti)}
+    except Exception as exc:  # noqa: BLE001 - lineage ids must never fail a task
+        log.warning("OpenLineage parent ids unavailable (%s): events carry no parent", exc)
+        return {}
 
 
 def _logical_day() -> dt.date:

@@ -82,8 +82,14 @@ def transform(config_path: str | Path, ctx: RunContext, ingested: dict,
 def train(config_path: str | Path, ctx: RunContext, transformed: dict, ingested: dict,
           home: str | Path | None = None) -> dict:
     cfg, home = _setup(config_path, home)
+    warm_start_from = None
+    if cfg.model.warm_start:  # start from the weights of the model now in production, if any
+        from pipelines.registry import production
+
+        current = production(cfg, home)
+        warm_start_from = current["uri"] if current else None
     res = _run("train", cfg, home, ctx, ingested["params"]["force"],
-               transform_uri=transformed["transform_uri"])
+               transform_uri=transformed["transform_uri"], warm_start_from=warm_start_from)
     return _small(res, "model_uri", "model_id", "sha256", "metrics")
 
 
@@ -144,12 +150,14 @@ def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = No
     trained = step("train", train, transformed, ingested)
     evaluated = step("evaluate", evaluate, trained, ingested)
     done["promote"], done["not_promoted"] = None, None
+    promotion = None
     if evaluated.get("blessed"):
         try:
-            step("promote", promote, evaluated)
-        except NotPromoted as exc:
+            promotion = step("promote", promote, evaluated)
+        except NotPromoted as exc:  # blessed but refused (infra check, lost race): say why
             done["not_promoted"] = [str(exc)]
+            promotion = exc.result or None
     else:
         done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
-    step("report", report, evaluated, done["promote"])
+    step("report", report, evaluated, promotion)
     return done
