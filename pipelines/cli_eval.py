@@ -61,21 +61,14 @@ def evaluate(
     from pipelines.blessing import effective_thresholds
     from pipelines.cli import context, emit, home, load
     from pipelines.runner import run_step
-    from pipelines.snapshots import find_snapshot, list_snapshots
+    from pipelines.snapshots import find_snapshot, list_snapshots, resolve_snapshots
 
     cfg = load(config)
     overrides = parse_overrides(threshold)
     effective_thresholds(cfg, overrides)  # untrusted input: rejected before it touches anything
     model_uri = model or str(_newest(home() / "models" / cfg.name, "model.json", "model",
                                      f"pipelines train {config}") / "saved_model")
-    if snapshot:
-        uris = [find_snapshot(cfg, home(), ref) for ref in snapshot]
-    else:
-        accepted = list_snapshots(cfg, home(), status="accepted")
-        if not accepted:
-            raise PipelineError(f"no accepted snapshot of {cfg.name} under {home()}; run "
-                                f"`pipelines ingest` and `pipelines validate` first")
-        uris = [str(accepted[-1])]
+    uris = resolve_snapshots(cfg, home(), snapshot)
     goldens = list_snapshots(cfg, home(), golden=True)
     golden_uri = find_snapshot(cfg, home(), golden, golden=True) if golden else (
         str(goldens[-1]) if goldens else None)

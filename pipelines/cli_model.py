@@ -31,17 +31,10 @@ def transform(
     """Analyze the train split with the config's TFT preprocessing_fn and transform both splits."""
     from pipelines.cli import context, emit, home, load
     from pipelines.runner import run_step
-    from pipelines.snapshots import find_snapshot, list_snapshots
+    from pipelines.snapshots import resolve_snapshots
 
     cfg = load(config)
-    if snapshot:
-        uris = [find_snapshot(cfg, home(), ref) for ref in snapshot]
-    else:
-        accepted = list_snapshots(cfg, home(), status="accepted")
-        if not accepted:
-            raise PipelineError(f"no accepted snapshot of {cfg.name} under {home()}; run "
-                                f"`pipelines ingest {config}` and `pipelines validate {config}`")
-        uris = [str(accepted[-1])]
+    uris = resolve_snapshots(cfg, home(), snapshot)
     result = run_step("transform", cfg, home(), context(), snapshot_uris=uris)
     state = "existing" if result.get("reused") else "new"
     emit(result, as_json, f"{state} transform {result['transform_uri']} "

@@ -86,6 +86,17 @@ def find_snapshot(cfg: PipelineConfig, home: Path, ref: str | None = None, *,
     return str(candidates[-1])
 
 
+def resolve_snapshots(cfg: PipelineConfig, home: Path, refs: list[str] | None) -> list[str]:
+    """The snapshots a command works on: ``refs`` (URIs or ids), else the newest accepted one."""
+    if refs:
+        return [find_snapshot(cfg, home, ref) for ref in refs]
+    accepted = list_snapshots(cfg, home, status="accepted")
+    if not accepted:
+        raise PipelineError(f"no accepted snapshot of {cfg.name} under {home}; run "
+                            f"`pipelines ingest` and `pipelines validate` first")
+    return [str(accepted[-1])]
+
+
 def previous_accepted(cfg: PipelineConfig, home: Path, snapshot_uri: str | Path) -> str | None:
     """The newest accepted (non-golden) snapshot ingested before this one: the drift baseline."""
     me = Path(snapshot_uri).resolve()
