@@ -82,14 +82,14 @@ def transform(config_path: str | Path, ctx: RunContext, ingested: dict,
 def train(config_path: str | Path, ctx: RunContext, transformed: dict, ingested: dict,
           home: str | Path | None = None) -> dict:
     cfg, home = _setup(config_path, home)
-    warm_start_from = None
+    extra = {}
     if cfg.model.warm_start:  # start from the weights of the model now in production, if any
         from pipelines.registry import production
 
-        current = production(cfg, home)
-        warm_start_from = current["uri"] if current else None
+        if current := production(cfg, home):
+            extra["warm_start_from"] = current["uri"]
     res = _run("train", cfg, home, ctx, ingested["params"]["force"],
-               transform_uri=transformed["transform_uri"], warm_start_from=warm_start_from)
+               transform_uri=transformed["transform_uri"], **extra)
     return _small(res, "model_uri", "model_id", "sha256", "metrics")
 
 
