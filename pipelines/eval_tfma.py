@@ -62,6 +62,7 @@ def age_bucket(age: float, boundaries: list[int]) -> str:
 
 def eval_config(cfg: PipelineConfig, with_baseline: bool):
     """The TFMA EvalConfig: model specs, slicing specs (crossed with dataset) and metrics."""
+    from google.protobuf.wrappers_pb2 import BoolValue
     from tensorflow_model_analysis.proto import config_pb2
 
     thr = cfg.evaluation.decision_threshold
@@ -91,6 +92,10 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
         slicing_specs=[config_pb2.SlicingSpec(feature_keys=[DATASET_KEY, *s])
                        for s in cfg.evaluation.slices],
         metrics_specs=[config_pb2.MetricsSpec(metrics=metrics, model_names=names)],
+        # Only the metrics above: the model's compiled Keras metrics (loss, auc, accuracy) would
+        # add a TF-graph combiner per model and reload each SavedModel as Keras in every combiner
+        # setup (a third of the step's CPU), and their `auc` shares its key name with TFMA's AUC.
+        options=config_pb2.Options(include_default_metrics=BoolValue(value=False)),
     )
 
 
