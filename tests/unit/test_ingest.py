@@ -11,7 +11,6 @@ from pipelines.common import PipelineError, sha256_file
 from pipelines.demo_data import stage_demo_data
 from pipelines.ingest import ingest
 from pipelines.snapshots import read_frame
-
 from tests.conftest import END_DATE, RAW_DIR, SHARED_DATA
 
 pytestmark = pytest.mark.slow

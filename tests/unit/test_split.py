@@ -8,7 +8,6 @@ from collections import Counter
 import pytest
 
 from pipelines.csv_parse import RowParser
-
 from tests.conftest import SHARED_DATA
 
 
