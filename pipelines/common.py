@@ -104,12 +104,13 @@ def utcnow() -> str:
 
 
 @contextlib.contextmanager
-def atomic_dir(final: Path) -> Iterator[Path]:
+def atomic_dir(final: Path, replace: bool = False) -> Iterator[Path]:
     """Yields a temporary sibling folder; on success renames it to ``final`` in one step.
 
     Readers never see half an artifact: on error the temporary folder is removed and ``final`` is
-    not created. If ``final`` appeared meanwhile (a concurrent writer of the same content-addressed
-    artifact), the new copy is dropped and the existing one kept.
+    not created. If ``final`` exists (a concurrent writer of the same content-addressed artifact),
+    the new copy is dropped and the existing one kept, unless ``replace`` (a forced re-run): then
+    the existing folder is set aside as a hidden ``.<name>.replaced-<time>`` sibling, never deleted.
     """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +118,9 @@ def atomic_dir(final: Path) -> Iterator[Path]:
     tmp.mkdir()
     try:
         yield tmp
+        if replace and final.exists():
+            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+            os.rename(final, final.parent / f".{final.name}.replaced-{stamp}-{uuid.uuid4().hex[:6]}")
         try:
             os.rename(tmp, final)
         except OSError:

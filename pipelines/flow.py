@@ -10,7 +10,6 @@ stack when they run. No Airflow import.
 from __future__ import annotations
 
 import datetime as dt
-import inspect
 import logging
 from collections.abc import Callable
 from pathlib import Path
@@ -32,8 +31,9 @@ def _setup(config_path: str | Path, home: str | Path | None) -> tuple[PipelineCo
 
 def _run(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, force: bool = False,
          **kwargs: Any) -> dict:
-    """``runner.run_step``, passing ``force`` only to steps that accept it."""
-    if force and "force" in inspect.signature(runner.step_function(step)).parameters:
+    """``runner.run_step``; ``force`` (re-run even when an identical artifact exists) is passed
+    only when set, so lineage records it only on forced runs."""
+    if force:
         kwargs["force"] = True
     return runner.run_step(step, cfg, home, ctx, **kwargs)
 
@@ -66,7 +66,7 @@ def validate(config_path: str | Path, ctx: RunContext, ingested: dict,
              home: str | Path | None = None) -> dict:
     """Validates the snapshot; raises ``DataRejected`` (the gate) when the data is refused."""
     cfg, home = _setup(config_path, home)
-    res = _run("validate", cfg, home, ctx, snapshot_uri=ingested["uri"])
+    res = _run("validate", cfg, home, ctx, ingested["params"]["force"], snapshot_uri=ingested["uri"])
     return _small(res, "status", "snapshot_uri", "expectations", "failures", "baseline_uri",
                   "report_html")
 
@@ -97,7 +97,7 @@ def evaluate(config_path: str | Path, ctx: RunContext, trained: dict, ingested: 
              home: str | Path | None = None) -> dict:
     """Evaluates the candidate against production; ``blessed`` drives the promotion gate."""
     cfg, home = _setup(config_path, home)
-    res = _run("evaluate", cfg, home, ctx, ingested["params"]["force"],
+    res = _run("evaluate", cfg, home, ctx,  # every evaluation is new: nothing to force
                model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
                golden_uri=ingested.get("golden_uri"),
                threshold_overrides=ingested["params"]["threshold_overrides"] or None)

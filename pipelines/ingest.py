@@ -219,8 +219,12 @@ def summarise(out: Path, splits: list[str], file_info: list[dict]) -> dict[str, 
 
 
 def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | None = None,
-           window: int = 1, golden: bool = False, landing: Path | None = None) -> dict[str, Any]:
+           window: int = 1, golden: bool = False, landing: Path | None = None,
+           force: bool = False) -> dict[str, Any]:
     """Ingests a span, a window of spans ending at ``span``, or the golden set.
+
+    ``force`` ingests again even when a snapshot of the same bytes exists; the old copy is set
+    aside as a hidden sibling, never deleted.
 
     Returns:
         The step result (docs/CONTRACTS.md): snapshot id and URI, whether an identical snapshot
@@ -232,7 +236,7 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
     identity = snapshot_identity(cfg, spans, file_info, golden)
     snapshot_id = identity[:16]
     final = snapshots_root(cfg, home) / snapshot_id
-    reused = final.is_dir()
+    reused = final.is_dir() and not force  # force: ingest again, set the old copy aside
     if reused:
         log.info("snapshot %s already holds these bytes: reusing it, writing nothing", snapshot_id)
         prov = read_json(final / "provenance.json")
@@ -240,7 +244,7 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
         splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
         log.info("ingesting %d files (%d spans: %s) into snapshot %s", len(files), len(spans),
                  ", ".join(spans), snapshot_id)
-        with atomic_dir(final) as out:
+        with atomic_dir(final, replace=force) as out:
             run_beam(cfg, files, out, golden)
             for split in splits:
                 (out / split).mkdir(exist_ok=True)

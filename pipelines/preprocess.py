@@ -36,7 +36,7 @@ from typing import Any
 from pipelines import common
 from pipelines.common import PipelineError, RunContext
 from pipelines.config import PipelineConfig
-from pipelines.snapshots import SPLITS, split_pattern, validation_status
+from pipelines.snapshots import SPLITS, provenance, split_pattern, validation_status
 
 log = logging.getLogger(__name__)
 
@@ -82,13 +82,11 @@ def _snapshot_input(uri: str) -> dict[str, Any]:
             f"snapshot {uri} is {'not validated' if status is None else status}; only accepted "
             f"snapshots are transformed: run `pipelines validate <config> --snapshot {uri}`")
     files = sorted(f for s in SPLITS for f in (path / s).glob("data-*.tfrecord"))
-    digest = hashlib.sha256()
-    for f in files:
-        digest.update(f"{f.relative_to(path).as_posix()}\0{common.sha256_file(f)}\n".encode())
     # Recorded as ingest recorded it (tree hash of the folder), so lineage links the two steps;
-    # the data-only digest addresses the transform (a re-validation does not change it).
+    # the content hash ingest stored in provenance.json addresses the transform.
     return common.artifact("Snapshot", path.resolve(), common.sha256_tree(path),
-                           sum(f.stat().st_size for f in files), data_sha256=digest.hexdigest())
+                           sum(f.stat().st_size for f in files),
+                           data_sha256=provenance(path)["content_sha256"])
 
 
 def transform_id(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
@@ -173,7 +171,7 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
 
 
 def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
-              snapshot_uris: list[str]) -> dict[str, Any]:
+              snapshot_uris: list[str], force: bool = False) -> dict[str, Any]:
     """Runs the transform step; see the module docstring for what it writes.
 
     Args:
@@ -181,6 +179,8 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         home: artifact store root.
         ctx: who runs the step (unused here beyond lineage, kept for the step signature).
         snapshot_uris: accepted snapshots; their train splits are analyzed together.
+        force: transform again even when an identical transform exists (the old one is set
+            aside, not deleted).
 
     Returns:
         transform_id, transform_uri, transform_graph_uri, transformed{train,eval} (file
@@ -195,12 +195,12 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
     inputs = [_snapshot_input(u) for u in snapshot_uris]
     tid = transform_id(cfg, inputs)
     final = Path(home) / "transforms" / cfg.name / tid
-    if (final / RESULT_FILE).is_file():
+    if (final / RESULT_FILE).is_file() and not force:
         log.info("transform %s exists for these inputs: reusing %s", tid, final)
         return {**common.read_json(final / RESULT_FILE), "reused": True}
 
     started = time.perf_counter()
-    with common.atomic_dir(final) as tmp:
+    with common.atomic_dir(final, replace=force) as tmp:
         run_beam(cfg, [split_pattern(u, "train") for u in snapshot_uris],
                  [split_pattern(u, "eval") for u in snapshot_uris], tmp)
         rows, hashes = {}, {}

@@ -140,7 +140,7 @@ def save_curves(curves: dict[str, list[float]], json_path: Path, png_path: Path)
 
 
 def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
-          warm_start_from: str | None = None) -> dict[str, Any]:
+          warm_start_from: str | None = None, force: bool = False) -> dict[str, Any]:
     """Runs the train step; see the module docstring for what it writes.
 
     Args:
@@ -149,6 +149,7 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         ctx: who runs the step (recorded by the runner).
         transform_uri: a transform artifact written by the transform step.
         warm_start_from: optional SavedModel (the production model) to start the weights from.
+        force: train again even when a model for these inputs exists (the old one is set aside).
 
     Returns:
         model_uri (the SavedModel folder), model_id, sha256, metrics, curves_json, curves_png,
@@ -169,14 +170,14 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         inputs.append(common.artifact("model", warm_start_from, warm_sha, role="warm_start"))
     mid = model_id(cfg, transform, warm_sha)
     final = Path(home) / "models" / cfg.name / mid
-    if (final / RESULT_FILE).is_file():
+    if (final / RESULT_FILE).is_file() and not force:
         log.info("model %s exists for these inputs: reusing %s", mid, final)
         return {**common.read_json(final / RESULT_FILE), "reused": True}
 
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(transform["transform_graph_uri"])
     model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
-    with common.atomic_dir(final) as tmp:
+    with common.atomic_dir(final, replace=force) as tmp:
         export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR)
         save_curves(curves, tmp / "curves.json", tmp / "curves.png")
         model_sha = common.sha256_tree(tmp / SAVED_MODEL_DIR)

@@ -237,7 +237,8 @@ def _raise_if_rejected(result: dict[str, Any]) -> dict[str, Any]:
     return result
 
 
-def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str) -> dict[str, Any]:
+def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str,
+             force: bool = False) -> dict[str, Any]:
     """Validates one snapshot against the data contract and drift limits.
 
     Returns:
@@ -252,7 +253,7 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
         raise PipelineError(f"{uri} is not a snapshot (no provenance.json); run ingest first")
     vdir = snapshots.validation_dir(uri)
     contract = contract_sha256(cfg)
-    stored = _reuse(vdir, contract)
+    stored = None if force else _reuse(vdir, contract)
     if stored is not None:
         log.info("snapshot %s already validated (%s): returning the stored result",
                  Path(uri).name, stored["status"])
@@ -313,7 +314,7 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
     ]
     result["outputs"] = [artifact("ValidationResult", vdir, None, None, status=status,
                                   failed=len(failures))]
-    with atomic_dir(vdir) as tmp:
+    with atomic_dir(vdir, replace=force) as tmp:
         (tmp / "data_docs.html").write_text(render_data_docs(gx_result))
         if not frame.empty:
             write_json_atomic(tmp / PROFILE, drift.profile(cfg, frame))

@@ -147,3 +147,17 @@ def test_notifier_logs_and_posts_to_a_webhook(caplog):
 def test_notifier_never_raises_on_a_dead_webhook():
     target = {"conn_type": "http", "host": "127.0.0.1", "port": 9}
     assert notify.notify("x failed", target) is False
+
+
+def test_force_reaches_every_step_that_reuses_artifacts(monkeypatch, tmp_path):
+    rec = Recorder()
+    monkeypatch.setattr(flow.runner, "run_step", rec)
+    flow.run_chain(CONFIG, RunContext(), {"span": "2026-11-20", "force": True}, home=tmp_path)
+    forced = [step for step, kw in rec.calls if kw.get("force") is True]
+    assert forced == ["ingest", "ingest", "validate", "transform", "train"]
+    # Every step handed force accepts it (evaluations are always new, so evaluate gets none).
+    import inspect
+
+    from pipelines import runner
+    for step in set(forced):
+        assert "force" in inspect.signature(runner.step_function(step)).parameters, step

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common import PipelineError, RunContext, sha256_file, write_json_atomic
+from pipelines.common import PipelineError, RunContext, sha256_file, sha256_tree, write_json_atomic
 from pipelines.preprocess import transform
 from tests.conftest import SHARED_DATA
 
@@ -44,7 +44,8 @@ def write_small_snapshot(cfg, root: Path, n_train: int = 300, n_eval: int = 100)
         with tf.io.TFRecordWriter(str(snap / split / "data-00000.tfrecord")) as w:
             for row in part:
                 w.write(example(row))
-    write_json_atomic(snap / "provenance.json", {"golden": False, "ingested_at": "test"})
+    write_json_atomic(snap / "provenance.json", {"golden": False, "ingested_at": "test",
+                                                 "content_sha256": sha256_tree(snap)})
     write_json_atomic(snap.parent / "small.validation" / "result.json", {"status": "accepted"})
     return str(snap)
 

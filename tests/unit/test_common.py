@@ -48,3 +48,17 @@ def test_home_resolution(monkeypatch, tmp_path):
     monkeypatch.setenv("PIPELINES_HOME", str(tmp_path / "h"))
     assert resolve_home() == (tmp_path / "h").resolve()
     assert resolve_home(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+def test_atomic_dir_replace_sets_the_old_copy_aside(tmp_path):
+    final = tmp_path / "artifact"
+    with atomic_dir(final) as tmp:
+        (tmp / "f.txt").write_text("old")
+    with atomic_dir(final) as tmp:  # an identical artifact exists: the new copy is dropped
+        (tmp / "f.txt").write_text("new")
+    assert (final / "f.txt").read_text() == "old"
+    with atomic_dir(final, replace=True) as tmp:  # a forced re-run replaces it
+        (tmp / "f.txt").write_text("new")
+    assert (final / "f.txt").read_text() == "new"
+    aside = [p for p in tmp_path.iterdir() if p.name.startswith(".artifact.replaced-")]
+    assert len(aside) == 1 and (aside[0] / "f.txt").read_text() == "old"

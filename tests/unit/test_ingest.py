@@ -58,6 +58,15 @@ def test_ingest_is_idempotent(adult_cfg, pipeline_home, ctx, snapshot):
     assert sorted(p.name for p in root.iterdir()) == before
 
 
+def test_force_ingests_again_and_keeps_the_old_copy(adult_cfg, tmp_path, ctx, staged):
+    first = ingest(adult_cfg, tmp_path, ctx, span=END_DATE, landing=staged["landing"])
+    again = ingest(adult_cfg, tmp_path, ctx, span=END_DATE, landing=staged["landing"], force=True)
+    assert not again["reused"] and again["snapshot_id"] == first["snapshot_id"]
+    assert read_frame(adult_cfg, again["uri"]).equals(read_frame(adult_cfg, first["uri"]))
+    root = tmp_path / "snapshots" / "adult"
+    assert [p.name for p in root.iterdir() if ".replaced-" in p.name] != []
+
+
 def test_changed_bytes_make_a_new_snapshot_and_splits_are_stable(adult_cfg, tmp_path, ctx, staged):
     landing = tmp_path / "landing"
     day = END_DATE.isoformat()
