@@ -106,12 +106,19 @@ def previous_accepted(cfg: PipelineConfig, home: Path, snapshot_uri: str | Path)
     return str(earlier[-1]) if earlier else None
 
 
-def raw_feature_spec(cfg: PipelineConfig) -> dict[str, Any]:
-    """tf.io feature spec of the raw columns (label included), from the config schema."""
+def raw_feature_spec(cfg: PipelineConfig, columns: list[str] | None = None) -> dict[str, Any]:
+    """tf.io feature spec of the raw columns (label included), from the config schema.
+
+    A nullable column is a ``VarLenFeature`` (a missing cell is an absent feature, a SparseTensor
+    in the preprocessing_fn); any other column is a ``FixedLenFeature([])``. ``columns`` limits
+    the spec to those names (serving parses only the feature columns).
+    """
     import tensorflow as tf
 
     dtypes = {"int": tf.int64, "float": tf.float32, "string": tf.string}
-    return {c.name: tf.io.FixedLenFeature([], dtypes[c.type]) for c in cfg.columns}
+    return {c.name: (tf.io.VarLenFeature(dtypes[c.type]) if c.nullable
+                     else tf.io.FixedLenFeature([], dtypes[c.type]))
+            for c in cfg.columns if columns is None or c.name in columns}
 
 
 def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None = None):
@@ -125,11 +132,21 @@ def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None 
     files = sorted(str(f) for s in splits for f in (Path(snapshot_uri) / s).glob("data-*.tfrecord"))
     spec = raw_feature_spec(cfg)
     columns: dict[str, list] = {name: [] for name in spec}
+    present: dict[str, list] = {name: [] for name in spec}  # nullable columns: row has a value
     if files:
         ds = tf.data.TFRecordDataset(files).batch(16384).map(lambda x: tf.io.parse_example(x, spec))
         for batch in ds:
             for name, values in batch.items():
-                columns[name].append(values.numpy())
+                if isinstance(values, tf.SparseTensor):
+                    rows = int(values.dense_shape[0])
+                    mask = np.zeros(rows, dtype=bool)
+                    first = values.indices.numpy()[:, 1] == 0  # one value per cell
+                    mask[values.indices.numpy()[first, 0]] = True
+                    dense = tf.sparse.to_dense(tf.sparse.slice(values, [0, 0], [rows, 1]))
+                    columns[name].append(dense.numpy().reshape(rows))
+                    present[name].append(mask)
+                else:
+                    columns[name].append(values.numpy())
     frame = {}
     for c in cfg.columns:
         parts = columns[c.name]
@@ -137,8 +154,11 @@ def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None 
             values = np.concatenate(parts) if parts else np.array([], dtype=object)
             codes, uniq = pd.factorize(values)  # decode each distinct value once, share the objects
             decoded = np.array([v.decode("utf-8", "replace") for v in uniq], dtype=object)
-            frame[c.name] = pd.Series(decoded[codes], dtype=object)
+            series = pd.Series(decoded[codes], dtype=object)
         else:
-            dtype = "int64" if c.type == "int" else "float32"
-            frame[c.name] = pd.Series(np.concatenate(parts) if parts else [], dtype=dtype)
+            dtype = ("Int64" if c.nullable else "int64") if c.type == "int" else "float32"
+            series = pd.Series(np.concatenate(parts) if parts else [], dtype=dtype)
+        if c.nullable and present[c.name]:
+            series = series.mask(~np.concatenate(present[c.name]))  # missing cells: NA / NaN
+        frame[c.name] = series
     return pd.DataFrame(frame, columns=cfg.column_names)
