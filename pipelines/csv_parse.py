@@ -11,14 +11,16 @@ import csv
 import hashlib
 import io
 import json
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from pipelines.config import PipelineConfig
 
-# (kind, file uri, label is positive, payload, row hash): kind "row" with a serialized tf.Example,
-# or "malformed" with a JSON line {"file", "line", "reason", "text"}. Ingest routes rows to splits.
-Record = tuple[str, str, bool, bytes | str, float]
+# (kind, file uri, label, payload, row hash): kind "row" with a serialized tf.Example, or
+# "malformed" with a JSON line {"file", "line", "reason", "text"}. ``label`` is the row's class as a
+# string (classification) or its target value (regression): what ingest stratifies the split by.
+Record = tuple[str, str, str | float, bytes | str, float]
 ROW = "row"
 MALFORMED = "malformed"
 SAMPLE_CHARS = 200
@@ -32,18 +34,21 @@ class RowParser:
     fmt: str
     missing_marker: str
     label: str
-    positive_class: str
+    classes: tuple[str, ...] | None  # classification: every class, as text; None: regression
+    nullable: frozenset[str]
     row_key: tuple[str, ...]
     salt: str
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig) -> RowParser:
+        classes = cfg.label.classes
         return cls(
             columns=tuple((c.name, c.type) for c in cfg.columns),
             header=cfg.source.header, delimiter=cfg.source.delimiter, fmt=cfg.source.format,
             missing_marker=cfg.source.missing_marker, label=cfg.label.column,
-            positive_class=cfg.label.positive_class, row_key=tuple(cfg.row_key),
-            salt=cfg.split.salt,
+            classes=None if classes is None else tuple(str(c) for c in classes),
+            nullable=frozenset(c.name for c in cfg.columns if c.nullable),
+            row_key=tuple(cfg.row_key), salt=cfg.split.salt,
         )
 
     # -- routing -----------------------------------------------------------------------------
@@ -56,21 +61,45 @@ class RowParser:
 
     def bad(self, uri: str, line: int | None, reason: str, text: str = "") -> Record:
         doc = {"file": uri, "line": line, "reason": reason, "text": text[:SAMPLE_CHARS]}
-        return (MALFORMED, uri, False, json.dumps(doc), 0.0)
+        return (MALFORMED, uri, "", json.dumps(doc), 0.0)
+
+    def label_value(self, values: dict[str, str]) -> tuple[str | float | None, str | None]:
+        """The row's class (as text) or target, or None and why the label is unusable."""
+        raw = values[self.label]
+        if self.classes is None:
+            number = float(raw)  # to_example has already checked that it parses
+            if not math.isfinite(number):
+                return None, f"label {self.label}: {raw!r} is not a finite number"
+            return number, None
+        text = str(int(raw)) if raw.lstrip("+-").isdigit() else raw  # an int column: 01 is 1
+        if text not in self.classes:
+            return None, (f"label {self.label}: {raw!r} is not one of the configured classes "
+                          f"{list(self.classes)} (label.classes)")
+        return text, None
 
     # -- parsing -----------------------------------------------------------------------------
     def to_example(self, values: dict[str, str]) -> tuple[bytes | None, str | None]:
-        """A serialized tf.Example, or None and the reason the row does not fit the schema."""
+        """A serialized tf.Example, or None and the reason the row does not fit the schema.
+
+        An empty cell or the missing marker is a missing value: a nullable column leaves the
+        feature out; a string column that is not nullable keeps the text as it is (a category of
+        its own, as Adult's ``?``); a numeric column that is not nullable cannot hold it.
+        """
         import tensorflow as tf
 
         feature = {}
         for name, typ in self.columns:
             raw = values[name]
+            if raw == "" or raw == self.missing_marker:
+                if name in self.nullable:
+                    continue
+                if typ != "string":
+                    return None, (f"column {name}: missing value {raw!r} in a numeric column that "
+                                  "is not nullable (set `nullable: true` on it in the config if "
+                                  "missing values are expected)")
             if typ == "string":
                 feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw.encode()]))
                 continue
-            if raw == self.missing_marker or raw == "":
-                return None, f"column {name}: missing value {raw!r} in a numeric column"
             try:
                 if typ == "int":
                     number = int(raw)
@@ -80,6 +109,8 @@ class RowParser:
             except ValueError:
                 kind = "an integer" if typ == "int" else "a number"
                 return None, f"column {name}: {raw!r} is not {kind}"
+            except OverflowError:
+                return None, f"column {name}: {raw!r} does not fit in 64 bits"
         example = tf.train.Example(features=tf.train.Features(feature=feature))
         return example.SerializeToString(), None
 
@@ -95,11 +126,13 @@ class RowParser:
                 continue
             values = dict(zip(names, (f.strip() for f in fields), strict=True))
             payload, reason = self.to_example(values)
-            if payload is None:
-                yield self.bad(uri, line_no, reason, self.delimiter.join(fields))
+            label = None
+            if payload is not None:
+                label, reason = self.label_value(values)
+            if payload is None or label is None:
+                yield self.bad(uri, line_no, reason or "unreadable row", self.delimiter.join(fields))
                 continue
-            positive = values[self.label] == self.positive_class
-            yield (ROW, uri, positive, payload, self.row_hash(values))
+            yield (ROW, uri, label, payload, self.row_hash(values))
 
     def check_header(self, uri: str, header: list[str]) -> str | None:
         expected = [n for n, _ in self.columns]
@@ -133,7 +166,7 @@ class RowParser:
             yield self.bad(uri, None, "binary content (NUL bytes): not a CSV text file")
             return
         try:
-            text = data.decode("utf-8")
+            text = data.decode("utf-8-sig")  # a byte order mark (spreadsheet exports) is not data
         except UnicodeDecodeError as exc:
             yield self.bad(uri, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
             return

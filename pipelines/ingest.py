@@ -12,6 +12,7 @@ writes nothing. The work runs as an Apache Beam pipeline (runner and options fro
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
 import glob
 import json
@@ -41,7 +42,7 @@ from pipelines.config import PipelineConfig
 from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, snapshots_root
 
 log = logging.getLogger(__name__)
-INGEST_FORMAT = 2  # bump when the snapshot layout or parsing changes: it is part of the id
+INGEST_FORMAT = 3  # bump when the snapshot layout or parsing changes: it is part of the id
 
 
 def span_regex(pattern: str) -> re.Pattern:
@@ -124,53 +125,88 @@ def snapshot_identity(cfg: PipelineConfig, spans: list[str], files: list[dict], 
     })
 
 
-def _cutoff_fn(fraction: float):
-    """A CombineFn: the hash at or below which a label class's rows go to eval."""
+def _sorted_values_fn(pick):
+    """A CombineFn that collects floats, sorts them and returns ``pick(sorted_list)``."""
     import apache_beam as beam
 
-    class Cutoff(beam.CombineFn):
+    class SortedPick(beam.CombineFn):
         def create_accumulator(self):
             return []
 
-        def add_input(self, acc, h):
-            acc.append(h)
+        def add_input(self, acc, value):
+            acc.append(value)
             return acc
 
         def merge_accumulators(self, accs):
-            return [h for acc in accs for h in acc]
+            return [v for acc in accs for v in acc]
 
         def extract_output(self, acc):
             acc.sort()
-            k = round(fraction * len(acc))
-            return acc[k - 1] if k else -1.0
+            return pick(acc)
 
-    return Cutoff()
+    return SortedPick()
+
+
+def eval_cutoff(fraction: float):
+    """The hash at or below which a stratum's rows go to eval (-1: none do)."""
+    def pick(hashes: list[float]) -> float:
+        k = round(fraction * len(hashes))
+        return hashes[k - 1] if k else -1.0
+    return pick
+
+
+def quantile_edges(quantiles: int):
+    """Inner edges dividing sorted targets into ``quantiles`` groups of about equal size."""
+    def pick(values: list[float]) -> list[float]:
+        if not values:
+            return []
+        return sorted({values[len(values) * i // quantiles] for i in range(1, quantiles)})
+    return pick
+
+
+def stratum(label: str | float, edges: list[float] | None) -> str:
+    """The stratum of a row: its class, or for a regression target its quantile (``q03``)."""
+    if edges is None:
+        return str(label)
+    return f"q{bisect.bisect_right(edges, float(label)):02d}"
 
 
 def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> None:
     """The Beam pipeline: parse every file, route rows to splits, write TFRecords and stats.
 
-    Splits are stratified by label: within each label class the rows whose key hash is among the
-    lowest ``eval_fraction`` go to eval, so both splits keep the label rate of the whole. The
-    assignment is a pure function of the rows and the salt (the same on any runner and any run);
-    adding rows only moves the few rows whose hash sits right at the cutoff.
+    Splits are stratified by label: within each stratum (a class; for regression a quantile of the
+    target) the rows whose key hash is among the lowest ``eval_fraction`` go to eval, so both
+    splits keep the label mix of the whole. The assignment is a pure function of the rows and the
+    salt (the same on any runner and any run); adding rows only moves the few rows whose hash sits
+    right at a cutoff.
     """
     import apache_beam as beam
 
     parser = csv_parse.RowParser.from_config(cfg)
     splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
+    regression = cfg.task == "regression"
     with beam.Pipeline(options=pipeline_options(cfg)) as p:
         parsed = (p | "Files" >> beam.Create(files)
                     | "Parse" >> beam.FlatMap(parser.parse_file))
         rows, bad = parsed | "Kind" >> beam.Partition(
             lambda rec, n: 0 if rec[0] == csv_parse.ROW else 1, 2)
-        if golden:
-            routed = rows | "Golden" >> beam.Map(lambda rec: (GOLDEN_SPLIT, *rec[1:]))
+        if regression:
+            edges = beam.pvalue.AsSingleton(
+                rows | "Targets" >> beam.Map(lambda rec: float(rec[2]))
+                     | "Quantiles" >> beam.CombineGlobally(
+                         _sorted_values_fn(quantile_edges(cfg.split.quantiles))))
+            keyed = rows | "Stratum" >> beam.Map(
+                lambda rec, e: (*rec[:2], stratum(rec[2], e), *rec[3:]), e=edges)
         else:
-            cutoffs = (rows
-                       | "HashByLabel" >> beam.Map(lambda rec: (rec[2], rec[4]))
-                       | "Cutoff" >> beam.CombinePerKey(_cutoff_fn(cfg.split.eval_fraction)))
-            routed = rows | "Assign" >> beam.Map(
+            keyed = rows
+        if golden:
+            routed = keyed | "Golden" >> beam.Map(lambda rec: (GOLDEN_SPLIT, *rec[1:]))
+        else:
+            cutoffs = (keyed
+                       | "HashByStratum" >> beam.Map(lambda rec: (rec[2], rec[4]))
+                       | "Cutoff" >> beam.CombinePerKey(
+                           _sorted_values_fn(eval_cutoff(cfg.split.eval_fraction))))
+            routed = keyed | "Assign" >> beam.Map(
                 lambda rec, cut: ("eval" if rec[4] <= cut[rec[2]] else "train", *rec[1:]),
                 cut=beam.pvalue.AsDict(cutoffs))
         by_split = routed | "Route" >> beam.Partition(lambda rec, n: splits.index(rec[0]),
@@ -186,34 +222,48 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
                                              shard_name_template=""))
         ((routed, bad)
          | "All" >> beam.Flatten()
-         | "StatKey" >> beam.Map(lambda rec: (json.dumps(rec[:3]), 1))
+         | "StatKey" >> beam.Map(lambda rec: (json.dumps([rec[0], rec[1], str(rec[2])]), 1))
          | "Count" >> beam.CombinePerKey(sum)
          | "StatLine" >> beam.MapTuple(lambda k, n: json.dumps([*json.loads(k), n]))
          | "WriteStats" >> beam.io.WriteToText(str(out / ".stats"), file_name_suffix=".jsonl",
                                                shard_name_template=""))
 
 
-def summarise(out: Path, splits: list[str], file_info: list[dict]) -> dict[str, Any]:
+def label_balance(counts: dict[str, int], cfg: PipelineConfig) -> dict[str, Any]:
+    """Rows per class (per target quantile for regression) and their rates; binary adds the
+    positive count and rate."""
+    total = sum(counts.values())
+    out: dict[str, Any] = {
+        "counts": dict(sorted(counts.items())),
+        "rates": {k: round(n / total, 4) for k, n in sorted(counts.items())} if total else {},
+    }
+    if cfg.task == "binary":
+        pos = counts.get(str(cfg.label.positive_class), 0)
+        out.update(positive=pos, negative=total - pos,
+                   positive_rate=round(pos / total, 4) if total else None)
+    return out
+
+
+def summarise(cfg: PipelineConfig, out: Path, splits: list[str],
+              file_info: list[dict]) -> dict[str, Any]:
     """Row counts and label balance per split and per file, from the pipeline's stats file."""
     rows = {s: 0 for s in splits}
-    positives = {s: 0 for s in splits}
+    by_label: dict[str, dict[str, int]] = {s: {} for s in splits}
     per_file: dict[str, int] = {}
     malformed = 0
     stats_file = out / ".stats.jsonl"
     for line in stats_file.read_text().splitlines():
-        split, uri, positive, n = json.loads(line)
+        split, uri, label, n = json.loads(line)
         per_file[uri] = per_file.get(uri, 0) + n
         if split == csv_parse.MALFORMED:
             malformed += n
             continue
         rows[split] += n
-        positives[split] += n if positive else 0
+        by_label[split][label] = by_label[split].get(label, 0) + n
     stats_file.unlink()
     for f in file_info:
         f["rows"] = per_file.get(f["uri"], 0)
-    balance = {s: {"positive": positives[s], "negative": rows[s] - positives[s],
-                   "positive_rate": round(positives[s] / rows[s], 4) if rows[s] else None}
-               for s in splits}
+    balance = {s: label_balance(by_label[s], cfg) for s in splits}
     return {"rows": {"total": sum(rows.values()), **rows}, "label_balance": balance,
             "malformed_rows": malformed}
 
@@ -248,7 +298,7 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
             run_beam(cfg, files, out, golden)
             for split in splits:
                 (out / split).mkdir(exist_ok=True)
-            summary = summarise(out, splits, file_info)
+            summary = summarise(cfg, out, splits, file_info)
             prov = {
                 "snapshot_id": snapshot_id,
                 "identity_sha256": identity,

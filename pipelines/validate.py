@@ -131,7 +131,7 @@ def describe_failure(kind: str, kw: dict[str, Any], meta: dict[str, Any], res: d
         return (f"column {col}: {pct:.1f}% missing ('?'), at most "
                 f"{1 - kw.get('mostly', 1.0):.0%} allowed ({n:,} rows)")
     if meta.get("label_rate"):
-        rate = (100 - pct) if meta["label_rate"] == "positive_min" else pct
+        rate = (100 - pct) if str(meta["label_rate"]).endswith("_min") else pct
         return f"label {col}: {meta.get('contract', 'label mix out of band')}, found {rate:.1f}%"
     if kind == "expect_column_distinct_values_to_contain_set":
         lacking = res.get("partial_missing_list") or sorted(set(kw["value_set"]) - set(observed or []))
