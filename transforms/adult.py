@@ -7,7 +7,8 @@ through the saved transform graph, by the SavedModel's ``serving_default`` and
 ``configs/adult.yaml`` names this module (``transform_module: transforms.adult``); the pipeline calls
 :func:`make_preprocessing_fn` with the validated config, so the label column, its positive class
 and the missing-value marker come from the config. Every output is named ``<input>_xf`` (a cross
-is ``<a>_x_<b>_xf``); the label becomes ``<label column>_xf`` (1 for the positive class, else 0).
+is ``<a>_x_<b>_xf``); the label becomes ``<label column>_xf`` (1 for the positive class, 0 for
+the other, -1 for a value outside the classes: ``transforms.lib.encode_label``).
 
 Missing values (the ``?`` marker) are handled on purpose: in Adult they are informative (people
 with no ``occupation`` are mostly out of the labour force), so they are mapped to the reserved
@@ -24,6 +25,8 @@ from typing import Any
 import tensorflow as tf
 import tensorflow_transform as tft
 from tensorflow_transform import schema_inference
+
+from transforms.lib import encode_label
 
 # Numeric columns fed to the model as z-scores (mean 0, variance 1 on the train split).
 NUMERIC_FEATURES = ["age", "fnlwgt", "education_num", "hours_per_week"]
@@ -66,10 +69,9 @@ def _clean_string(x: tf.Tensor, missing_marker: str) -> tf.Tensor:
     return tf.where(missing, tf.constant(MISSING_TOKEN), x)
 
 
-def _label(x: tf.Tensor, positive_class: str) -> tf.Tensor:
-    """1 for the positive class, else 0; tolerates UCI's trailing period (``>50K.``)."""
-    x = tf.strings.regex_replace(tf.strings.strip(x), r"\.$", "")
-    return tf.cast(tf.equal(x, positive_class), tf.int64)
+def _strip_uci_period(x: tf.Tensor) -> tf.Tensor:
+    """Removes spaces and UCI's trailing period of the test labels (``>50K.`` -> ``>50K``)."""
+    return tf.strings.regex_replace(tf.strings.strip(x), r"\.$", "")
 
 
 def make_preprocessing_fn(cfg: Any) -> Callable[[dict[str, tf.Tensor]], dict[str, tf.Tensor]]:
@@ -84,7 +86,6 @@ def make_preprocessing_fn(cfg: Any) -> Callable[[dict[str, tf.Tensor]], dict[str
         dense tensors ``[batch]`` out (float32 z-scores, int64 ids and bucket indices).
     """
     label_column = cfg.label.column
-    positive_class = cfg.label.positive_class
     missing_marker = cfg.source.missing_marker
 
     def preprocessing_fn(inputs: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:
@@ -125,7 +126,9 @@ def make_preprocessing_fn(cfg: Any) -> Callable[[dict[str, tf.Tensor]], dict[str
             schema_inference.set_tensor_schema_override(
                 crossed, tf.constant(0, tf.int64), tf.constant(CROSS_HASH_BUCKETS - 1, tf.int64))
             outputs[transformed_name(f"{a}_x_{b}")] = crossed
-        outputs[transformed_name(label_column)] = _label(inputs[label_column], positive_class)
+        # 1 for the positive class, 0 for the other, -1 for a value outside label.classes.
+        outputs[transformed_name(label_column)] = encode_label(
+            _strip_uci_period(inputs[label_column]), cfg)
         return outputs
 
     return preprocessing_fn
