@@ -35,6 +35,7 @@ class RowParser:
     missing_marker: str
     label: str
     classes: tuple[str, ...] | None  # classification: every class, as text; None: regression
+    classes_shown: str  # the classes as the config writes them, for messages
     nullable: frozenset[str]
     row_key: tuple[str, ...]
     salt: str
@@ -47,6 +48,7 @@ class RowParser:
             header=cfg.source.header, delimiter=cfg.source.delimiter, fmt=cfg.source.format,
             missing_marker=cfg.source.missing_marker, label=cfg.label.column,
             classes=None if classes is None else tuple(str(c) for c in classes),
+            classes_shown=str(classes),
             nullable=frozenset(c.name for c in cfg.columns if c.nullable),
             row_key=tuple(cfg.row_key), salt=cfg.split.salt,
         )
@@ -74,7 +76,7 @@ class RowParser:
         text = str(int(raw)) if raw.lstrip("+-").isdigit() else raw  # an int column: 01 is 1
         if text not in self.classes:
             return None, (f"label {self.label}: {raw!r} is not one of the configured classes "
-                          f"{list(self.classes)} (label.classes)")
+                          f"{self.classes_shown} (label.classes)")
         return text, None
 
     # -- parsing -----------------------------------------------------------------------------
