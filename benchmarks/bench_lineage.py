@@ -24,9 +24,9 @@ for key in [k for k in os.environ if k.startswith("OPENLINEAGE") or k == "PIPELI
 
 from pipelines import runner  # noqa: E402
 from pipelines.config import load_config  # noqa: E402
-from pipelines.lineage_audit import list_runs, verify_model  # noqa: E402
-from pipelines.lineage_query import data_lineage, model_lineage  # noqa: E402
-from pipelines.lineage_store import dispose_engines  # noqa: E402
+from pipelines.lineage.audit import list_runs, verify_model  # noqa: E402
+from pipelines.lineage.query import data_lineage, model_lineage  # noqa: E402
+from pipelines.lineage.store import dispose_engines  # noqa: E402
 from tests.lineage import fake_steps  # noqa: E402
 from tests.lineage.conftest import run_fake_chain  # noqa: E402
 

@@ -15,8 +15,9 @@ from typing import Any
 
 from pipelines.common import UsageError
 from pipelines.config import PipelineConfig
+from pipelines.dates import DATE_PATTERN, parse_date
 
-SPAN_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"
 
 
@@ -59,19 +60,6 @@ def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     return schemas
 
 
-def _span(value: Any) -> dt.date | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, dt.datetime):
-        return value.date()
-    if isinstance(value, dt.date):
-        return value
-    try:
-        return dt.date.fromisoformat(str(value))
-    except ValueError as exc:
-        raise UsageError(f"param span={value!r} is not a date in YYYY-MM-DD form") from exc
-
-
 def resolve_params(cfg: PipelineConfig, raw: dict[str, Any] | None,
                    logical_date: dt.date | None = None) -> dict[str, Any]:
     """Validates trigger-time params against the config and fills in defaults.
@@ -93,7 +81,7 @@ def resolve_params(cfg: PipelineConfig, raw: dict[str, Any] | None,
     if unknown:
         raise UsageError(f"unknown param(s) {unknown}; accepted: {sorted(schemas)}")
 
-    span = _span(raw.get("span")) or logical_date
+    span = parse_date(raw.get("span"), "param span") or logical_date
     if span is None:
         raise UsageError("param span is required when the run has no logical date")
 

@@ -1,6 +1,6 @@
 """Auditor checks over the lineage store: re-hash a model's chain, and list runs with their outcome.
 
-Called by :mod:`pipelines.cli_lineage` (``pipelines lineage verify`` and ``runs``) and by tests.
+Called by :mod:`pipelines.cli.lineage` (``pipelines lineage verify`` and ``runs``) and by tests.
 Read-only, like every lineage query.
 
 Hashes are recomputed the way the producers computed them (``pipelines.common``): a file is the
@@ -20,8 +20,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipelines.common import sha256_file, sha256_tree
-from pipelines.lineage_query import model_lineage
-from pipelines.lineage_store import (
+from pipelines.lineage.query import model_lineage
+from pipelines.lineage.store import (
     COMPLETED,
     FAILED,
     NOT_PROMOTED,

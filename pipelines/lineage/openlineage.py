@@ -1,9 +1,10 @@
 """OpenLineage START, COMPLETE and FAIL run events for every step, beside the lineage store.
 
-Called by :mod:`pipelines.lineage`. The transport is configured the openlineage-python way
-(``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or an ``openlineage.yml``, ``OPENLINEAGE__TRANSPORT__*``,
-``OPENLINEAGE_DISABLED``); with none of those set, events are appended as JSON lines to
-``<home>/openlineage/events.jsonl``. Emission never fails a step: a transport error is logged.
+Called by :mod:`pipelines.lineage.record` (never the reverse). The transport is configured the
+openlineage-python way (``OPENLINEAGE_URL``, ``OPENLINEAGE_CONFIG`` or an ``openlineage.yml``,
+``OPENLINEAGE__TRANSPORT__*``, ``OPENLINEAGE_DISABLED``); with none of those set, events are
+appended as JSON lines to ``<home>/openlineage/events.jsonl``. Emission never fails a step: a
+transport error is logged.
 
 Job: namespace ``OPENLINEAGE_NAMESPACE`` (default ``pipelines``), name ``<pipeline>.<step>``.
 Parent run: under Airflow the task's OpenLineage ids from ``RunContext.openlineage_parent_id`` and
@@ -43,6 +44,7 @@ from openlineage.client.uuid import generate_new_uuid
 
 from pipelines.common import RunContext
 from pipelines.config import PipelineConfig
+from pipelines.lineage.store import json_safe, normalise_kind, summarise
 
 log = logging.getLogger(__name__)
 
@@ -156,8 +158,6 @@ class Emitter:
                         self.cfg.name, self.execution["step"], exc_info=True)
 
     def event(self, state: RunState, result: dict[str, Any], error: str | None = None) -> RunEvent:
-        from pipelines.lineage import summarise
-
         ex = self.execution
         facets: dict[str, RunFacet] = {
             "pipelines_execution": PipelineRunFacet(
@@ -209,11 +209,9 @@ class Emitter:
 
     def dataset_facets(self, record: dict[str, Any]) -> dict[str, DatasetFacet]:
         props = record.get("properties") or {}
-        from pipelines.lineage import normalise_kind
-
         facets: dict[str, DatasetFacet] = {"pipelines_artifact": ArtifactDatasetFacet(
             kind=normalise_kind(record.get("kind")), sha256=record.get("sha256"),
-            size=record.get("size"), properties=_json(props))}
+            size=record.get("size"), properties=json_safe(props))}
         if record.get("sha256"):
             facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
                 datasetVersion=record["sha256"])
@@ -224,8 +222,6 @@ class Emitter:
 
     def schema_fields(self, record: dict[str, Any]) -> list[schema_dataset.SchemaDatasetFacetFields]:
         """Declared schema (``properties.schema``), else the config's columns for raw data."""
-        from pipelines.lineage import normalise_kind
-
         declared = (record.get("properties") or {}).get("schema")
         if isinstance(declared, dict):
             declared = [{"name": k, "type": v} for k, v in declared.items()]
@@ -259,9 +255,3 @@ class Emitter:
                     rowCount=rows, size=record.get("size")))
         return OutputDataset(namespace=ns, name=name, facets=self.dataset_facets(record),
                              outputFacets=stats)
-
-
-def _json(value: Any) -> Any:
-    from pipelines.lineage import json_safe
-
-    return json_safe(value)

@@ -1,7 +1,7 @@
 """The auditor's questions, answered from the lineage store (read-only).
 
-Called by :mod:`pipelines.cli_lineage` (``pipelines lineage model|data|verify|runs``) and by tests.
-Every function opens the store read-only and returns plain JSON-serialisable dicts.
+Called by :mod:`pipelines.cli.lineage` (``pipelines lineage model|data|verify|runs``) and by
+tests. Every function opens the store read-only and returns plain JSON-serialisable dicts.
 
 Walks: upstream from a registry version through the producing executions' inputs down to the
 landing files; validations hang off the snapshots they checked. Downstream from a source file
@@ -19,7 +19,7 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from pipelines.lineage_store import (
+from pipelines.lineage.store import (
     COMPLETED,
     Artifact,
     Event,

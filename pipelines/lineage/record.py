@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import json
 import logging
 from collections.abc import Iterator
 from pathlib import Path
@@ -31,7 +30,8 @@ from sqlalchemy.orm import Session
 
 from pipelines.common import DataRejected, NotPromoted, RunContext, code_version
 from pipelines.config import PipelineConfig
-from pipelines.lineage_store import (
+from pipelines.lineage import openlineage
+from pipelines.lineage.store import (
     COMPLETED,
     FAILED,
     NOT_PROMOTED,
@@ -45,31 +45,12 @@ from pipelines.lineage_store import (
     database_url,
     describe,
     get_engine,
+    json_safe,
+    normalise_kind,
+    summarise,
 )
 
 log = logging.getLogger(__name__)
-
-SUMMARY_MAX_BYTES = 64_000
-# Kept when a result is too large to store whole: what an auditor asks about.
-SUMMARY_KEYS = ("status", "blessed", "promoted", "reasons", "failures", "expectations", "version",
-                "previous_version", "registry_uri", "snapshot_id", "reused", "golden", "spans",
-                "rows", "malformed_rows", "metrics", "baseline", "model_id", "uri", "model_uri",
-                "transform_uri", "evaluation_uri", "report_html", "report_json", "infra_check")
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON types: dates, paths and other objects become strings."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def summarise(result: dict[str, Any] | None) -> dict[str, Any]:
-    """The step result without its artifact lists; only the auditor's keys if it is large."""
-    body = {k: v for k, v in (result or {}).items() if k not in ("inputs", "outputs")}
-    body = json_safe(body)
-    if len(json.dumps(body)) > SUMMARY_MAX_BYTES:
-        body = {k: body[k] for k in SUMMARY_KEYS if k in body}
-        body["truncated"] = True
-    return body
 
 
 def failure_status(exc: BaseException) -> str:
@@ -98,16 +79,13 @@ class ExecutionRecord:
 
     def start(self) -> None:
         """Commits the execution as ``running`` and emits the OpenLineage START event."""
-        from pipelines import openlineage_emit
-        from pipelines.openlineage_emit import new_run_id
-
         row = Execution(
             pipeline=self.cfg.name, step=self.step, run_id=self.ctx.run_id,
             dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id,
             try_number=self.ctx.try_number, triggered_by=self.ctx.triggered_by,
             code_version=json_safe(code_version()), config_sha256=self.cfg.sha256,
             parameters=self.params, status=RUNNING, started=_now(),
-            openlineage_run_id=new_run_id(),
+            openlineage_run_id=openlineage.new_run_id(),
         )
         try:
             self.engine = get_engine(self.home)
@@ -122,7 +100,7 @@ class ExecutionRecord:
                 f"{describe(database_url(self.home))}: {exc}. "
                 f"Check that {URL_ENV} (or the home folder) points at a reachable, writable "
                 f"database; the step did not run") from exc
-        self.openlineage = openlineage_emit.Emitter(self.cfg, self.home, self.ctx, self.record)
+        self.openlineage = openlineage.Emitter(self.cfg, self.home, self.ctx, self.record)
         self.openlineage.start()
 
     def complete(self, result: dict[str, Any]) -> None:
@@ -168,15 +146,6 @@ class ExecutionRecord:
                 session.flush()
             row.status, row.ended, row.error = status, _now(), error
             row.summary = summarise(result)
-
-
-def normalise_kind(kind: str | None) -> str:
-    """Artifact kinds in CamelCase as in ML Metadata: ``transform_graph`` -> ``TransformGraph``."""
-    if not kind:
-        return "Artifact"
-    if "_" in kind or kind[0].islower():
-        return "".join(part[:1].upper() + part[1:] for part in kind.split("_") if part)
-    return kind
 
 
 def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:

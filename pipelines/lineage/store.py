@@ -1,15 +1,20 @@
 """The lineage store's tables and engines: artifacts, executions and events (after ML Metadata).
 
-Called by :mod:`pipelines.lineage` (which writes) and :mod:`pipelines.lineage_query` (which only
-reads). The store is a SQLite file ``<home>/lineage.db`` by default, or any database SQLAlchemy
-reaches through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production).
-Readers open SQLite with ``mode=ro`` and PostgreSQL in read-only transactions, so a lineage query
-can never change the record.
+Called by :mod:`pipelines.lineage.record` (which writes) and :mod:`pipelines.lineage.query` and
+:mod:`pipelines.lineage.audit` (which only read); the value helpers (:func:`json_safe`,
+:func:`summarise`, :func:`normalise_kind`) also by :mod:`pipelines.lineage.openlineage`, so the
+events carry what the store holds.
+
+The store is a SQLite file ``<home>/lineage.db`` by default, or any database SQLAlchemy reaches
+through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production). Readers
+open SQLite with ``mode=ro`` and PostgreSQL in read-only transactions, so a lineage query can never
+change the record.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import sqlite3
 import threading
@@ -40,6 +45,37 @@ URL_ENV = "PIPELINES_LINEAGE_URL"
 # Execution states. ``running`` is written first in its own transaction; a killed step stays so.
 RUNNING, COMPLETED, FAILED, REJECTED, NOT_PROMOTED = (
     "running", "completed", "failed", "rejected", "not_promoted")
+
+SUMMARY_MAX_BYTES = 64_000
+# Kept when a result is too large to store whole: what an auditor asks about.
+SUMMARY_KEYS = ("status", "blessed", "promoted", "reasons", "failures", "expectations", "version",
+                "previous_version", "registry_uri", "snapshot_id", "reused", "golden", "spans",
+                "rows", "malformed_rows", "metrics", "baseline", "model_id", "uri", "model_uri",
+                "transform_uri", "evaluation_uri", "report_html", "report_json", "infra_check")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` as plain JSON types: dates, paths and other objects become strings."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def summarise(result: dict[str, Any] | None) -> dict[str, Any]:
+    """The step result without its artifact lists; only the auditor's keys if it is large."""
+    body = {k: v for k, v in (result or {}).items() if k not in ("inputs", "outputs")}
+    body = json_safe(body)
+    if len(json.dumps(body)) > SUMMARY_MAX_BYTES:
+        body = {k: body[k] for k in SUMMARY_KEYS if k in body}
+        body["truncated"] = True
+    return body
+
+
+def normalise_kind(kind: str | None) -> str:
+    """Artifact kinds in CamelCase as in ML Metadata: ``transform_graph`` -> ``TransformGraph``."""
+    if not kind:
+        return "Artifact"
+    if "_" in kind or kind[0].islower():
+        return "".join(part[:1].upper() + part[1:] for part in kind.split("_") if part)
+    return kind
 
 
 class LineageError(PipelineError):

@@ -20,10 +20,13 @@ import sys
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from pipelines import registry
 from pipelines.common import NotPromoted, read_json
 from pipelines.config import REPO_ROOT
+from pipelines.lineage.store import Artifact, Event, Execution, get_engine
 
 pytestmark = pytest.mark.slow
 CONFIG = str(REPO_ROOT / "configs" / "adult.yaml")
@@ -178,7 +181,30 @@ def test_rollback_via_cli_restores_previous_and_is_recorded(adult_cfg, eval_home
     listing = _cli(eval_home, "registry", "list", CONFIG, "--json")
     versions = {v["version"]: v["aliases"] for v in json.loads(listing.stdout)["versions"]}
     assert versions == {1: ["production"], 2: ["previous"]}
+    # lineage: one completed `rollback` execution by the CLI, with the reason it was given, that
+    # read the production it replaced (version 2) and wrote production (version 1) and the aliases
+    rolled = json.loads(proc.stdout)
     runs = _cli(eval_home, "lineage", "runs", adult_cfg.name, "--json")
-    if runs.returncode == 0:  # the lineage reader is another module's; check only when present
-        assert "rollback" in runs.stdout
+    assert runs.returncode == 0, runs.stderr[-2000:]
+    rollbacks = [r for r in json.loads(runs.stdout)["runs"]
+                 if [s["step"] for s in r["steps"]] == ["rollback"]]
+    assert len(rollbacks) == 1, runs.stdout[-2000:]
+    assert rollbacks[0]["triggered_by"] == "cli"
+    assert rollbacks[0]["steps"][0]["status"] == "completed"
+    execution_id = rollbacks[0]["steps"][0]["execution"]
+    with Session(get_engine(eval_home, readonly=True)) as session:
+        execution = session.get(Execution, execution_id).to_dict()
+        edges = session.execute(
+            select(Event.type, Artifact.kind, Artifact.uri)
+            .join(Artifact, Event.artifact_id == Artifact.id)
+            .where(Event.execution_id == execution_id)).all()
+    assert execution["parameters"] == {"reason": "test"}
+    assert execution["summary"]["rolled_back_from"] == 2
+    assert execution["summary"]["production"]["version"] == 1
+    assert sorted((t, k, u) for t, k, u in edges if k == "ModelVersion") == [
+        ("input", "ModelVersion", rolled["previous"]["uri"]),
+        ("output", "ModelVersion", rolled["production"]["uri"])]
+    aliases = [(t, k, u) for t, k, u in edges if k != "ModelVersion"]
+    assert [(t, k) for t, k, _ in aliases] == [("output", "RegistryAliases")]
+    assert Path(aliases[0][2]).is_file()
     shutil.rmtree(eval_home / "reports", ignore_errors=True)

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import runner
 from pipelines.common import RunContext
-from pipelines.lineage_store import dispose_engines
+from pipelines.lineage.store import dispose_engines
 from tests.lineage import fake_steps
 
 

@@ -19,10 +19,9 @@ from pipelines import flow, runner
 from pipelines.cli import app
 from pipelines.common import DataRejected, PipelineError, RunContext
 from pipelines.config import REPO_ROOT
-from pipelines.lineage import json_safe
-from pipelines.lineage_audit import verify_model
-from pipelines.lineage_query import model_lineage
-from pipelines.lineage_store import dispose_engines
+from pipelines.lineage.audit import verify_model
+from pipelines.lineage.query import model_lineage
+from pipelines.lineage.store import dispose_engines, json_safe
 from tests.conftest import END_DATE
 from tests.lineage.test_openlineage import check_events
 

@@ -10,7 +10,7 @@ import pytest
 
 from pipelines import runner
 from pipelines.common import DataRejected, RunContext, sha256_file
-from pipelines.openlineage_emit import dataset_id
+from pipelines.lineage.openlineage import dataset_id
 from tests.lineage.conftest import run_fake_chain
 from tests.lineage.openlineage_schema import validator
 

@@ -15,7 +15,7 @@ import pytest
 from typer.testing import CliRunner
 
 from pipelines.cli import app
-from pipelines.lineage_store import dispose_engines
+from pipelines.lineage.store import dispose_engines
 from tests.lineage.conftest import run_fake_chain
 
 
@@ -87,7 +87,7 @@ def test_store_and_queries_on_postgresql(adult_cfg, store_home, landing_files, p
     # the readers' engine refuses writes on PostgreSQL too
     from sqlalchemy import text
 
-    from pipelines.lineage_store import get_engine
+    from pipelines.lineage.store import get_engine
 
     with get_engine(store_home, readonly=True).connect() as conn, pytest.raises(
             Exception, match="read-only transaction"):

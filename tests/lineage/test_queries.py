@@ -13,8 +13,8 @@ from typer.testing import CliRunner
 from pipelines import runner
 from pipelines.cli import app
 from pipelines.common import DataRejected, RunContext, sha256_file
-from pipelines.lineage_query import data_lineage, model_lineage
-from pipelines.lineage_store import LineageError, dispose_engines
+from pipelines.lineage.query import data_lineage, model_lineage
+from pipelines.lineage.store import LineageError, dispose_engines
 from tests.lineage.conftest import run_fake_chain
 from tests.lineage.fake_steps import FAILED_EXPECTATION
 
@@ -157,7 +157,7 @@ def test_readers_never_write(store_home, history):
     assert (db.stat().st_mtime_ns, db.read_bytes()) == before
     from sqlalchemy import text
 
-    from pipelines.lineage_store import get_engine
+    from pipelines.lineage.store import get_engine
 
     with get_engine(store_home, readonly=True).connect() as conn, pytest.raises(
             Exception, match="readonly"):

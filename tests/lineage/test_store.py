@@ -8,12 +8,12 @@ import sys
 import textwrap
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from pipelines import runner
 from pipelines.common import DataRejected, NotPromoted, RunContext, sha256_file
-from pipelines.lineage_store import Artifact, Event, Execution, get_engine
+from pipelines.lineage.store import Artifact, Event, Execution, get_engine
 from tests.lineage.conftest import run_fake_chain
 from tests.lineage.fake_steps import FAILED_EXPECTATION
 
@@ -121,26 +121,48 @@ def test_a_killed_step_stays_running_with_no_half_graph(adult_cfg, store_home, l
 
 
 def test_a_recording_failure_never_hides_the_step_error(adult_cfg, store_home, monkeypatch):
-    from pipelines import lineage
+    from pipelines.lineage.record import ExecutionRecord
 
     def broken(*args, **kwargs):
         raise OSError("database is locked")
 
-    monkeypatch.setattr(lineage.ExecutionRecord, "_write_graph", broken)
+    monkeypatch.setattr(ExecutionRecord, "_write_graph", broken)
     with pytest.raises(RuntimeError, match="disk full"):
         runner.run_step("boom", adult_cfg, store_home, RunContext(run_id="r"), snapshot_uri="x")
     assert rows(store_home, Execution)[-1]["status"] == "running"
 
 
 def test_parameters_and_summary_are_json(adult_cfg, store_home, landing_files):
-    run_fake_chain(adult_cfg, store_home, landing_files, 1, run_id="run-1")
-    for x in rows(store_home, Execution):
-        json.dumps(x)
+    """What a step was called with and what it answered, read back from the store's raw columns
+    (as any SQL client or a later version of this code would) with their actual values."""
+    done = run_fake_chain(adult_cfg, store_home, landing_files, 1, run_id="run-1")
+    with get_engine(store_home).connect() as conn:
+        stored = {step: (json.loads(params), json.loads(summary)) for step, params, summary in
+                  conn.execute(text("SELECT step, parameters, summary FROM executions"))}
+    snapshot = done["ingest"]["uri"]
+    model = done["train"]["model_uri"]
+    assert {step: params for step, (params, _) in stored.items()} == {
+        "ingest": {"files": landing_files, "span": "2026-11-19"},
+        "validate": {"snapshot_uri": snapshot},
+        "transform": {"snapshot_uris": [snapshot]},
+        "train": {"transform_uri": done["transform"]["transform_uri"],
+                  "started_on": "2026-11-20", "seed": 1},
+        "evaluate": {"model_uri": model, "snapshot_uris": [snapshot], "blessed": True,
+                     "baseline_uri": None},
+        "promote": {"model_uri": model, "evaluation_uri": done["evaluate"]["evaluation_uri"],
+                    "version": 1},
+    }
+    for step, (_, summary) in stored.items():  # the result, less its artifact lists
+        assert summary == {k: v for k, v in done[step].items() if k not in ("inputs", "outputs")}
+    assert stored["evaluate"][1]["blessed"] is True
+    assert stored["evaluate"][1]["reasons"] == ["overall AUC 0.910 >= 0.900"]
+    assert stored["promote"][1]["version"] == 1 and stored["promote"][1]["previous_version"] is None
+    assert stored["ingest"][1]["rows"] == {"total": 10}
 
 
 def test_an_unreachable_store_stops_the_step_with_a_clear_error(adult_cfg, store_home,
                                                                  monkeypatch):
-    from pipelines.lineage_store import LineageError, dispose_engines
+    from pipelines.lineage.store import LineageError, dispose_engines
 
     calls = []
     monkeypatch.setattr(runner, "step_function", lambda step: lambda *a, **k: calls.append(a))

@@ -1,0 +1,18 @@
+"""The lineage of every artifact: who made it from what, with which code, and how it ended.
+
+Modules, lowest first (each imports only those above it in this list):
+
+- :mod:`pipelines.lineage.store`: the tables (artifacts, executions, events, after ML Metadata),
+  the engines, and how values are stored (:func:`json_safe`, :func:`summarise`, artifact kinds).
+- :mod:`pipelines.lineage.openlineage`: OpenLineage START/COMPLETE/FAIL events beside the store.
+- :mod:`pipelines.lineage.record`: :func:`execution`, the context manager
+  :func:`pipelines.runner.run_step` wraps every step in; writes the store, emits OpenLineage.
+- :mod:`pipelines.lineage.query`, :mod:`pipelines.lineage.audit`, :mod:`pipelines.lineage.html`:
+  the auditor's read-only questions (``pipelines lineage model|data|verify|runs``).
+
+``from pipelines import lineage; lineage.execution(...)`` is the writer's entry point.
+"""
+
+from pipelines.lineage.record import execution
+
+__all__ = ["execution"]
