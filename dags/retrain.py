@@ -20,7 +20,7 @@ from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipelines import flow
 from pipelines.common import NotPromoted, PipelineError, RunContext
-from pipelines.config import REPO_ROOT, PipelineConfig, load_config
+from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
 from pipelines.params import param_schemas
 
 log = logging.getLogger("pipelines.dag")
@@ -197,10 +197,18 @@ def build_dag(config_path: Path):
 
 
 def build_all(config_dir: Path = CONFIG_DIR) -> dict:
-    """One DAG per ``*.yaml`` in ``config_dir``; a bad config fails loudly as an import error."""
+    """One DAG per valid ``*.yaml`` in ``config_dir``.
+
+    A config that does not load is skipped here, so it never hides the DAGs of the others; it shows
+    in Airflow as the import error of ``dags/config_errors.py``, which names the file and the field.
+    """
     dags = {}
     for path in sorted(config_dir.glob("*.yaml")):
-        built = build_dag(path)
+        try:
+            built = build_dag(path)
+        except ConfigError as exc:
+            log.error("skipping %s: %s", path.name, exc)
+            continue
         dags[built.dag_id] = built
     return dags
 
