@@ -34,8 +34,9 @@ demo: install  ## the main job: stage Adult, a real Airflow run of retrain_adult
 airflow: install  ## airflow standalone on 127.0.0.1 with these DAGs
 	bash scripts/airflow-standalone.sh
 
-lint: install  ## ruff
+lint: install  ## ruff and the type checker (mypy, settings in pyproject.toml)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: install  ## every benchmarks/bench_*.py; results land in benchmarks/results/
 	@set -e; for b in benchmarks/bench_*.py; do echo "== $$b"; $(PY) $$b; done
