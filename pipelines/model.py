@@ -5,13 +5,16 @@ they are, integer features with a domain (vocabulary ids, buckets, hashed crosse
 encoded when small and embedded when large, and the label is ``<label column>_xf``. A new use
 case therefore needs only its own ``transforms/<pipeline>.py``.
 
-Layer names are fixed (``hidden_<i>``, ``embed_<feature>``, ``wide``, ``probability``) so that a
-warm start can match variables by name and shape.
+The head depends on ``cfg.task`` (:data:`HEADS`): binary one sigmoid unit, multiclass one
+softmax unit per class, regression one linear unit rescaled to the target's units. Layer names are
+fixed (``hidden_<i>``, ``embed_<feature>``, ``deep_logit``, ``wide``) whatever the task, so a warm
+start matches variables by name and shape; a head of another size is kept fresh and reported.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 log = logging.getLogger(__name__)
@@ -67,10 +70,98 @@ def make_dataset(pattern: str, tft_output: Any, label: str, batch_size: int, *,
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def build_model(numeric: list[str], categorical: dict[str, int], hp: Any):
-    """Wide and deep: a linear part over one-hot/embedded ids plus a ReLU tower, one sigmoid."""
+@dataclass(frozen=True)
+class Head:
+    """What a task type trains: output layer, loss, metrics and the early-stopping monitor.
+
+    ``headline`` is the Keras metric that says how good the model is (plotted beside the loss,
+    reported as ``eval_<headline>``); ``monitor``/``mode`` drive early stopping.
+    """
+
+    task: str
+    headline: str
+    monitor: str
+    mode: str
+
+
+HEADS = {
+    # AUC is what the binary gates judge; it is also smoother than accuracy epoch to epoch.
+    "binary": Head("binary", headline="auc", monitor="val_auc", mode="max"),
+    # Log loss (a proper score) moves with every probability; accuracy plateaus in steps.
+    "multiclass": Head("multiclass", headline="accuracy", monitor="val_loss", mode="min"),
+    "regression": Head("regression", headline="rmse", monitor="val_loss", mode="min"),
+}
+
+
+def head(task: str) -> Head:
+    if task not in HEADS:
+        raise ValueError(f"unknown task {task!r} (accepted: {', '.join(HEADS)})")
+    return HEADS[task]
+
+
+def read_labels(pattern: str, tft_output: Any, label: str):
+    """The transformed label of every row of one split, as a float64 numpy array."""
+    import numpy as np
+    import tensorflow as tf
+
+    spec = {label: tft_output.transformed_feature_spec()[label]}
+    files = sorted(tf.io.gfile.glob(pattern))
+    ds = tf.data.TFRecordDataset(files).batch(65536).map(lambda x: tf.io.parse_example(x, spec))
+    parts = [np.asarray(b[label]).reshape(-1) for b in ds]
+    return np.concatenate(parts).astype(np.float64) if parts else np.zeros(0)
+
+
+def label_stats(values: Any, task: str, n_classes: int | None) -> dict[str, Any]:
+    """Count, mean, std and range of the train split's labels (see :func:`read_labels`).
+
+    Classification labels must be integers in ``[0, n_classes)``; anything else means the
+    transform's label encoding does not match ``cfg.label`` (e.g. three classes squeezed into a
+    binary config), and training on it would be silently wrong, so it raises.
+    """
+    import numpy as np
+
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        raise ValueError("the train split holds no rows; nothing to train on")
+    if not np.all(np.isfinite(values)):
+        raise ValueError(f"the label holds {int((~np.isfinite(values)).sum())} non-finite values")
+    stats = {"rows": int(values.size), "mean": float(values.mean()), "std": float(values.std()),
+             "min": float(values.min()), "max": float(values.max())}
+    if task != "regression":
+        k = 2 if task == "binary" else int(n_classes)
+        bad = sorted(set(np.unique(values[(values < 0) | (values >= k) | (values != np.round(values))])
+                         .tolist()))
+        if bad:
+            raise ValueError(
+                f"task {task} expects the transformed label to be a class index in [0, {k - 1}], "
+                f"found {bad[:10]}; the transform module's label encoding does not match "
+                "cfg.label.classes (use transforms.lib.encode_label)")
+        stats["class_counts"] = np.bincount(values.astype(np.int64), minlength=k).tolist()
+    return stats
+
+
+def build_model(numeric: list[str], categorical: dict[str, int], hp: Any, task: str = "binary",
+                n_classes: int | None = None, target: dict[str, float] | None = None):
+    """Wide and deep: a linear part over one-hot/embedded ids plus a ReLU tower; head per task.
+
+    Args:
+        numeric: float input names; categorical: int input name -> number of ids.
+        hp: ``cfg.model`` (hidden_units, learning_rate).
+        task: binary (one sigmoid unit, binary cross-entropy, AUC and accuracy), multiclass
+            (``n_classes`` softmax units, sparse categorical cross-entropy, accuracy and top-2
+            accuracy) or regression (one linear unit, MSE, RMSE and MAE).
+        target: regression only, ``{"mean", "std"}`` of the train split's label. The network
+            predicts a z-score that a fixed ``target_scale`` layer maps back to the label's units
+            (``z * std + mean``), so training is well conditioned whatever the target's scale and
+            the model (and ``serving_default``) outputs the original units. Loss and metrics are
+            in the original units.
+    """
     import tf_keras as keras
 
+    head(task)
+    units = {"binary": 1, "multiclass": n_classes, "regression": 1}[task]
+    if task == "multiclass" and (not n_classes or n_classes < 3):
+        raise ValueError(f"task multiclass needs n_classes >= 3, got {n_classes}")
     inputs, dense_parts, wide_parts = {}, [], []
     for name in numeric:
         inputs[name] = keras.Input(shape=(1,), name=name, dtype="float32")
@@ -88,21 +179,40 @@ def build_model(numeric: list[str], categorical: dict[str, int], hp: Any):
             wide_parts.append(keras.layers.CategoryEncoding(
                 size, output_mode="one_hot", name=f"onehot_{name}")(inputs[name]))
         dense_parts.append(encoded)
-    deep = keras.layers.Concatenate(name="deep_inputs")(dense_parts)
-    for i, units in enumerate(hp.hidden_units):
-        deep = keras.layers.Dense(units, activation="relu", name=f"hidden_{i}")(deep)
-    wide = keras.layers.Concatenate(name="wide_inputs")(wide_parts + [inputs[n] for n in numeric])
+    if not inputs:
+        raise ValueError("the transform outputs no model input besides the label")
+    deep = (keras.layers.Concatenate(name="deep_inputs")(dense_parts) if len(dense_parts) > 1
+            else dense_parts[0])
+    for i, n_units in enumerate(hp.hidden_units):
+        deep = keras.layers.Dense(n_units, activation="relu", name=f"hidden_{i}")(deep)
+    wide_in = wide_parts + [inputs[n] for n in numeric]
+    wide = keras.layers.Concatenate(name="wide_inputs")(wide_in) if len(wide_in) > 1 else wide_in[0]
+    # The head's kernels have `units` columns: a warm start from a model of another task or class
+    # count finds other shapes there and keeps them fresh (warm_start reports their names).
     logit = keras.layers.Add(name="logit")([
-        keras.layers.Dense(1, name="deep_logit")(deep),
-        keras.layers.Dense(1, name="wide")(wide),
+        keras.layers.Dense(units, name="deep_logit")(deep),
+        keras.layers.Dense(units, name="wide")(wide),
     ])
-    output = keras.layers.Activation("sigmoid", name="probability")(logit)
+    optimizer = keras.optimizers.Adam(learning_rate=hp.learning_rate)
+    if task == "binary":
+        output = keras.layers.Activation("sigmoid", name="probability")(logit)
+        loss = keras.losses.BinaryCrossentropy()
+        metrics = [keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")]
+    elif task == "multiclass":
+        output = keras.layers.Activation("softmax", name="probabilities")(logit)
+        loss = keras.losses.SparseCategoricalCrossentropy()
+        metrics = [keras.metrics.SparseCategoricalAccuracy(name="accuracy"),
+                   keras.metrics.SparseTopKCategoricalAccuracy(k=2, name="top2_accuracy")]
+    else:
+        target = target or {"mean": 0.0, "std": 1.0}
+        std = target["std"] if target["std"] > 0 else 1.0
+        output = keras.layers.Rescaling(scale=std, offset=target["mean"],
+                                        name="target_scale")(logit)
+        loss = keras.losses.MeanSquaredError()
+        metrics = [keras.metrics.RootMeanSquaredError(name="rmse"),
+                   keras.metrics.MeanAbsoluteError(name="mae")]
     model = keras.Model(inputs=inputs, outputs=output, name="wide_and_deep")
-    model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=hp.learning_rate),
-        loss=keras.losses.BinaryCrossentropy(),
-        metrics=[keras.metrics.AUC(name="auc"), keras.metrics.BinaryAccuracy(name="accuracy")],
-    )
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
     return model
 
 
@@ -115,7 +225,8 @@ def warm_start(model: Any, saved_model_uri: str) -> dict[str, int]:
 
     Returns:
         Counts of variables ``copied`` and ``skipped`` (absent or of another shape, e.g. after
-        a vocabulary grew).
+        a vocabulary grew, or the head of another task or class count), and the names of the
+        skipped ones (``fresh``).
     """
     import tf_keras as keras
 
@@ -125,14 +236,17 @@ def warm_start(model: Any, saved_model_uri: str) -> dict[str, int]:
         raise ValueError(f"cannot warm start from {saved_model_uri}: not a Keras SavedModel "
                          f"({exc}); pass the model_uri of an earlier train step") from exc
     source = {v.name: v for v in loaded.weights}
-    copied = skipped = 0
+    copied, fresh = 0, []
     for var in model.weights:
         match = source.get(var.name)
         if match is not None and tuple(match.shape) == tuple(var.shape):
             var.assign(match)
             copied += 1
         else:
-            skipped += 1
-    log.info("warm start from %s: %d variables copied, %d kept fresh", saved_model_uri, copied,
-             skipped)
-    return {"copied": copied, "skipped": skipped}
+            fresh.append(var.name)
+    if fresh:
+        log.warning("warm start from %s: %d variables copied, %d kept fresh (absent or of another "
+                    "shape): %s", saved_model_uri, copied, len(fresh), ", ".join(fresh))
+    else:
+        log.info("warm start from %s: %d variables copied", saved_model_uri, copied)
+    return {"copied": copied, "skipped": len(fresh), "fresh": fresh}

@@ -4,18 +4,39 @@ Called by ``runner.run_step("train", ...)`` (the CLI ``pipelines train`` and the
 
     <home>/models/<pipeline>/<model_id>/
         saved_model/     the SavedModel: `serving_default` and `transform_features` signatures
-        curves.json      per-epoch training and validation loss, AUC and accuracy
-        curves.png       the same as a plot
+        curves.json      per-epoch training and validation loss and the task's metrics
+        curves.png       loss and the task's headline metric as a plot
         model.json       the step result
 
+The head, loss, metrics and early stopping follow ``cfg.task`` (``pipelines.model.HEADS``):
+
+    task        output layer          loss                   early stopping   metrics (eval_*)
+    binary      1 sigmoid unit        binary cross-entropy   val_auc (max)    auc, accuracy
+    multiclass  K softmax units       sparse categorical CE  val_loss (min)   accuracy, top2_accuracy
+    regression  1 linear unit         mean squared error     val_loss (min)   rmse, mae
+
+Regression targets are standardised inside the model: the network predicts a z-score and a fixed
+``target_scale`` layer maps it back with the train split's label mean and std (computed here from
+the transformed train data), so predictions, loss and metrics are in the label's own units.
+
 Signatures (no Python from this repo is needed to serve):
-    serving_default(examples: string[batch] of serialized raw tf.Example, label not required)
-        -> {"probabilities": float32[batch, 1]}: probability of ``cfg.label.positive_class``.
-    transform_features(examples: string[batch] of serialized raw tf.Example, label included)
+    serving_default(examples: string[batch] of serialized raw tf.Example) parses only
+        ``cfg.feature_columns``: the label and excluded columns may be absent (ignored if sent).
+        binary      -> {"probabilities": float32[batch, 1]}  P(``cfg.label.positive_class``)
+        multiclass  -> {"probabilities": float32[batch, K]   one per ``cfg.label.classes``, in order,
+                        "class_ids": int64[batch]            argmax,
+                        "classes": string[batch]}            that class as a string
+        regression  -> {"predictions": float32[batch, 1]}    in the label's units
+    transform_features(examples: string[batch] of serialized raw tf.Example, every column)
         -> the transformed features, as Beam wrote them (for TFMA).
 
-The ``model_id`` is the sha256 of the transform artifact, ``cfg.model``, the warm-start model and
-the training code, so a re-run on the same inputs reuses the model.
+:func:`output_key` names the output TFMA and the infra check read. A transform whose model inputs
+need a column outside ``cfg.feature_columns`` (the label, an excluded column) is refused before
+training, naming the column.
+
+The ``model_id`` is the sha256 of the transform artifact, ``cfg.model``, ``cfg.label``, the feature
+columns, the warm-start model and the training code, so a re-run on the same inputs reuses the
+model.
 """
 
 from __future__ import annotations
@@ -31,12 +52,28 @@ from pipelines import common
 from pipelines import model as model_lib
 from pipelines.common import PipelineError, RunContext
 from pipelines.config import PipelineConfig
+from pipelines.snapshots import raw_feature_spec
 
 log = logging.getLogger(__name__)
 
 SAVED_MODEL_DIR = "saved_model"
 RESULT_FILE = "model.json"
-OUTPUT_KEY = "probabilities"
+OUTPUT_KEYS = {"binary": "probabilities", "multiclass": "probabilities",
+               "regression": "predictions"}
+# The outputs of serving_default per task (the model contract).
+SIGNATURE_OUTPUTS = {"binary": ("probabilities",),
+                     "multiclass": ("probabilities", "class_ids", "classes"),
+                     "regression": ("predictions",)}
+
+
+def output_key(cfg: PipelineConfig) -> str:
+    """The serving output TFMA and the infra check read: probabilities or predictions."""
+    return OUTPUT_KEYS[cfg.task]
+
+
+def n_classes(cfg: PipelineConfig) -> int | None:
+    """Units of the head for classification (2 for binary), None for regression."""
+    return len(cfg.label.classes) if cfg.task != "regression" else None
 
 
 def _code_sha256() -> str:
@@ -56,32 +93,50 @@ def model_id(cfg: PipelineConfig, transform: dict[str, Any], warm_sha: str | Non
     import tensorflow as tf
 
     return common.sha256_json({
-        "transform": transform["sha256"], "model": cfg.model.model_dump(), "label": cfg.label.column,
+        "transform": transform["sha256"], "model": cfg.model.model_dump(),
+        "label": cfg.label.model_dump(mode="json"),
+        "features": [c.name for c in cfg.feature_columns],
         "warm_start": warm_sha, "code": _code_sha256(), "tf": tf.__version__,
     })[:16]
 
 
 def fit(cfg: PipelineConfig, tft_output: Any, transformed: dict[str, str],
         warm_start_from: str | None = None) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
-    """Builds, (warm starts) and trains the model; returns (model, history, info)."""
+    """Builds, (warm starts) and trains the model of ``cfg.task``; returns (model, history, info).
+
+    ``info["metrics"]`` holds ``eval_loss`` and ``eval_<metric>`` for the task's Keras metrics
+    (binary auc, accuracy; multiclass accuracy, top2_accuracy; regression rmse, mae) on the eval
+    split with the restored best weights, plus ``epochs_run`` and ``best_epoch`` (by the early
+    stopping monitor). ``info["headline_metric"]`` names the one that says how good it is.
+    """
     import tensorflow as tf
     import tf_keras as keras
 
     hp = cfg.model
+    head = model_lib.head(cfg.task)
     keras.utils.set_random_seed(hp.seed)
     tf.config.experimental.enable_op_determinism()
     label = model_lib.label_key(cfg)
     numeric, categorical = model_lib.split_features(tft_output, label)
     names = numeric + list(categorical)
+    try:
+        stats = model_lib.label_stats(model_lib.read_labels(transformed["train"], tft_output, label),
+                                      cfg.task, n_classes(cfg))
+    except ValueError as exc:
+        raise PipelineError(f"label {cfg.label.column!r}: {exc}") from exc
     data = {split: model_lib.make_dataset(transformed[split], tft_output, label, hp.batch_size,
                                           shuffle=split == "train", seed=hp.seed, names=names)
             for split in ("train", "eval")}
-    model = model_lib.build_model(numeric, categorical, hp)
-    info: dict[str, Any] = {"numeric_features": numeric, "categorical_features": categorical}
+    model = model_lib.build_model(numeric, categorical, hp, cfg.task, n_classes(cfg),
+                                  target=stats if cfg.task == "regression" else None)
+    info: dict[str, Any] = {"numeric_features": numeric, "categorical_features": categorical,
+                            "task": cfg.task, "label_stats": stats,
+                            "headline_metric": f"eval_{head.headline}",
+                            "early_stopping": {"monitor": head.monitor, "mode": head.mode}}
     if warm_start_from:
         info["warm_start"] = model_lib.warm_start(model, warm_start_from)
     callbacks = [keras.callbacks.EarlyStopping(
-        monitor="val_auc", mode="max", patience=hp.early_stopping_patience,
+        monitor=head.monitor, mode=head.mode, patience=hp.early_stopping_patience,
         restore_best_weights=True)] if hp.early_stopping_patience else []
     history = model.fit(data["train"], validation_data=data["eval"], epochs=hp.epochs,
                         callbacks=callbacks, verbose=0)
@@ -89,24 +144,82 @@ def fit(cfg: PipelineConfig, tft_output: Any, transformed: dict[str, str],
     final = model.evaluate(data["eval"], verbose=0, return_dict=True)
     info["metrics"] = {"eval_" + k: float(v) for k, v in final.items()}
     info["metrics"]["epochs_run"] = len(curves.get("loss", []))
-    info["metrics"]["best_epoch"] = int(max(range(len(curves["val_auc"])),
-                                            key=curves["val_auc"].__getitem__)) + 1
+    monitored = curves[head.monitor]
+    pick = max if head.mode == "max" else min
+    info["metrics"]["best_epoch"] = int(pick(range(len(monitored)),
+                                             key=monitored.__getitem__)) + 1
     return model, curves, info
 
 
+def check_serving_inputs(cfg: PipelineConfig, tft_output: Any, names: list[str]) -> None:
+    """Raises PipelineError if a model input needs a raw column outside ``cfg.feature_columns``.
+
+    serving_default parses only the feature columns, and TFT's transform layer silently drops the
+    outputs whose inputs are absent; a transform that builds a model input from the label or an
+    excluded column would then export a model that cannot serve. The offending column is found by
+    tracing the transform layer with the feature columns plus each other column in turn.
+    """
+    import tensorflow as tf
+
+    layer = tft_output.transform_features_layer()
+
+    def outputs_with(columns: list[str]) -> set[str]:
+        spec = raw_feature_spec(cfg, columns=columns)
+        fn = tf.function(lambda ex: layer(tf.io.parse_example(ex, spec)))
+        return set(fn.get_concrete_function(tf.TensorSpec([None], tf.string)).structured_outputs)
+
+    features = [c.name for c in cfg.feature_columns]
+    missing = sorted(set(names) - outputs_with(features))
+    if not missing:
+        return
+    culprits: dict[str, list[str]] = {}
+    for column in (c.name for c in cfg.columns if c.name not in features):
+        restored = sorted(set(missing) & outputs_with([*features, column]))
+        if restored:
+            culprits[column] = restored
+    role = {c.name: ("the label" if c.name == cfg.label.column else f"role {c.role}")
+            for c in cfg.columns}
+    if culprits:
+        detail = "; ".join(f"column {col!r} ({role[col]}) feeds {', '.join(inputs)}"
+                           for col, inputs in culprits.items())
+    else:
+        detail = (f"model inputs {', '.join(missing)} need columns outside the feature columns "
+                  f"(one or more of {[c for c in role if c not in features]})")
+    raise PipelineError(
+        f"transform module {cfg.transform_module} builds model inputs from columns that "
+        f"serving does not receive: {detail}. Serving parses only cfg.feature_columns "
+        f"{features}; make the column a feature (role: feature) or stop reading it in the "
+        "transform (an excluded column must not feed the model)")
+
+
 def export(model: Any, tft_output: Any, cfg: PipelineConfig, path: Path) -> None:
-    """Saves ``model`` with the TFT graph inside both signatures (TFX's tft_layer pattern)."""
+    """Saves ``model`` with the TFT graph inside both signatures (TFX's tft_layer pattern).
+
+    Raises:
+        PipelineError: a model input needs a column serving does not parse (see
+            :func:`check_serving_inputs`).
+    """
     import tensorflow as tf
 
     names = list(model.input_names)
+    check_serving_inputs(cfg, tft_output, names)
     model.tft_layer = tft_output.transform_features_layer()
-    raw_spec = tft_output.raw_feature_spec()
-    serving_spec = {k: v for k, v in raw_spec.items() if k != cfg.label.column}
+    raw_spec = raw_feature_spec(cfg)
+    serving_spec = raw_feature_spec(cfg, columns=[c.name for c in cfg.feature_columns])
+    task = cfg.task
+    class_names = [str(c) for c in cfg.label.classes or []]
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def serve(examples):
         transformed = model.tft_layer(tf.io.parse_example(examples, serving_spec))
-        return {OUTPUT_KEY: model(model_lib.to_model_inputs(transformed, names))}
+        output = model(model_lib.to_model_inputs(transformed, names))
+        if task == "binary":
+            return {"probabilities": output}
+        if task == "regression":
+            return {"predictions": output}
+        class_ids = tf.argmax(output, axis=1, output_type=tf.int64)
+        return {"probabilities": output, "class_ids": class_ids,
+                "classes": tf.gather(tf.constant(class_names), class_ids)}
 
     @tf.function(input_signature=[tf.TensorSpec([None], tf.string, name="examples")])
     def transform_features(examples):
@@ -118,8 +231,9 @@ def export(model: Any, tft_output: Any, cfg: PipelineConfig, path: Path) -> None
     })
 
 
-def save_curves(curves: dict[str, list[float]], json_path: Path, png_path: Path) -> None:
-    """Writes the per-epoch curves as JSON and as a two-panel PNG (loss, AUC)."""
+def save_curves(curves: dict[str, list[float]], json_path: Path, png_path: Path,
+                headline: str = "auc") -> None:
+    """Writes the per-epoch curves as JSON and as a two-panel PNG (loss, the ``headline`` metric)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,9 +242,9 @@ def save_curves(curves: dict[str, list[float]], json_path: Path, png_path: Path)
     common.write_json_atomic(json_path, curves)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(curves["loss"]) + 1)
-    for ax, metric in zip(axes, ("loss", "auc"), strict=True):
-        ax.plot(epochs, curves[metric], marker="o", label="training")
-        ax.plot(epochs, curves[f"val_{metric}"], marker="o", label="validation")
+    for ax, metric in zip(axes, ("loss", headline), strict=True):
+        ax.plot(epochs, curves.get(metric, []), marker="o", label="training")
+        ax.plot(epochs, curves.get(f"val_{metric}", []), marker="o", label="validation")
         ax.set_xlabel("epoch")
         ax.set_title(metric)
         ax.legend()
@@ -144,7 +258,8 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     """Runs the train step; see the module docstring for what it writes.
 
     Args:
-        cfg: the pipeline config (``model`` hyperparameters, ``label``).
+        cfg: the pipeline config (``model`` hyperparameters, ``label`` and its task, the
+            feature columns).
         home: artifact store root.
         ctx: who runs the step (recorded by the runner).
         transform_uri: a transform artifact written by the transform step.
@@ -152,8 +267,14 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         force: train again even when a model for these inputs exists (the old one is set aside).
 
     Returns:
-        model_uri (the SavedModel folder), model_id, sha256, metrics, curves_json, curves_png,
-        reused, inputs, outputs.
+        model_uri (the SavedModel folder), model_id, sha256, task, metrics (``eval_loss`` and
+        the task's ``eval_*``, see :func:`fit`), headline_metric (e.g. ``eval_auc``,
+        ``eval_accuracy``, ``eval_rmse``), output_key, signature_outputs, label_stats,
+        curves_json, curves_png, reused, inputs, outputs.
+
+    Raises:
+        PipelineError: not a transform artifact, a bad warm start folder, a label the task
+            cannot train on, or a model input built from a column serving does not receive.
     """
     import tensorflow_transform as tft
 
@@ -176,15 +297,20 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
 
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(transform["transform_graph_uri"])
+    # Before training: a transform that feeds the model from a column serving never receives.
+    numeric, categorical = model_lib.split_features(tft_output, model_lib.label_key(cfg))
+    check_serving_inputs(cfg, tft_output, numeric + list(categorical))
     model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
+    headline = info["headline_metric"]
     with common.atomic_dir(final, replace=force) as tmp:
         export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR)
-        save_curves(curves, tmp / "curves.json", tmp / "curves.png")
+        save_curves(curves, tmp / "curves.json", tmp / "curves.png",
+                    headline=headline.removeprefix("eval_"))
         model_sha = common.sha256_tree(tmp / SAVED_MODEL_DIR)
         outputs = [
             common.artifact("model", final / SAVED_MODEL_DIR, model_sha,
                             signatures=["serving_default", "transform_features"],
-                            output_key=OUTPUT_KEY, **info["metrics"]),
+                            output_key=output_key(cfg), task=cfg.task, **info["metrics"]),
             common.artifact("curves", final / "curves.json",
                             common.sha256_file(tmp / "curves.json")),
             common.artifact("curves_plot", final / "curves.png",
@@ -193,12 +319,15 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         result = {
             "model_id": mid, "model_uri": str(final / SAVED_MODEL_DIR), "sha256": model_sha,
             "metrics": info["metrics"], "curves_json": str(final / "curves.json"),
-            "curves_png": str(final / "curves.png"), "output_key": OUTPUT_KEY,
+            "curves_png": str(final / "curves.png"), "task": cfg.task,
+            "headline_metric": headline, "output_key": output_key(cfg),
+            "signature_outputs": list(SIGNATURE_OUTPUTS[cfg.task]),
+            "label_stats": info["label_stats"], "early_stopping": info["early_stopping"],
             "warm_start": info.get("warm_start"), "features": {
                 "numeric": info["numeric_features"], "categorical": info["categorical_features"]},
             "seconds": round(time.perf_counter() - started, 2),
             "inputs": inputs, "outputs": outputs,
         }
         common.write_json_atomic(tmp / RESULT_FILE, result)
-    log.info("model %s written to %s (eval AUC %.4f)", mid, final, info["metrics"]["eval_auc"])
+    log.info("model %s written to %s (%s %.4f)", mid, final, headline, info["metrics"][headline])
     return {**result, "reused": False}
