@@ -13,6 +13,8 @@ traces into the transform graph (and from there into the SavedModel's signatures
   ``_fill_in_missing``).
 - :func:`is_missing`: 1.0 where a nullable column's cell was missing, else 0.0, so a model can
   learn from the fact of missingness rather than from the filled-in default alone.
+- :func:`z_score` and :func:`categorical_ids`: the usual numeric and string features for a column
+  that may be nullable (missing numbers at the mean, missing strings a reserved token).
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ from __future__ import annotations
 from typing import Any
 
 import tensorflow as tf
+import tensorflow_transform as tft
 
 # Suffix of every transformed feature name.
 XF_SUFFIX = "_xf"
 # The label value of a class that is not in cfg.label.classes.
 UNKNOWN_CLASS = -1
+# The token missing (and blank) strings are mapped to before the vocabulary.
+MISSING_TOKEN = "__missing__"
 
 
 def transformed_name(name: str) -> str:
@@ -109,3 +114,41 @@ def encode_label(x: tf.Tensor, cfg: Any) -> tf.Tensor:
     if label.task == "multiclass":
         return class_index(x, list(label.classes))
     raise ValueError(f"unknown task {label.task!r}")
+
+
+def z_score(x: tf.Tensor | tf.SparseTensor) -> tf.Tensor:
+    """float32 ``[batch]`` z-score over the train split; a missing value (sparse) is 0, the mean.
+
+    Sums are accumulated in float64 so the result does not depend on the order Beam combines them.
+    """
+    if not isinstance(x, tf.SparseTensor):
+        return tf.cast(tft.scale_to_z_score(tf.cast(_dense_1d(x), tf.float64)), tf.float32)
+    values = tf.cast(x.values, tf.float64)
+    mean, var = tft.mean(values), tft.var(values)
+    dense = fill_missing(tf.SparseTensor(x.indices, values, x.dense_shape), 0.0)
+    z = tf.where(var > 0, (dense - mean) / tf.sqrt(tf.maximum(var, 1e-300)), dense - mean)
+    return tf.cast(tf.where(is_missing(x) > 0, tf.zeros_like(z), z), tf.float32)
+
+
+def clean_string(x: tf.Tensor | tf.SparseTensor, missing_marker: str = "") -> tf.Tensor:
+    """Dense ``[batch]`` strings, stripped; missing, blank and ``missing_marker`` -> MISSING_TOKEN."""
+    x = tf.strings.strip(fill_missing(x, ""))
+    missing = tf.logical_or(tf.equal(x, ""), tf.equal(x, missing_marker or ""))
+    return tf.where(missing, tf.constant(MISSING_TOKEN), x)
+
+
+def categorical_ids(x: tf.Tensor | tf.SparseTensor, name: str, *, missing_marker: str = "",
+                    num_oov_buckets: int = 1, frequency_threshold: int = 0) -> tf.Tensor:
+    """int64 ``[batch]`` vocabulary ids of a string (or integer) column, nullable or not.
+
+    Missing values get the reserved id 0 (MISSING_TOKEN), whether or not the train split held
+    any; values unseen in training land in the OOV buckets. The ids carry an int domain in the
+    schema (one-hot or embedded by the model).
+    """
+    if x.dtype != tf.string:
+        x = (tf.SparseTensor(x.indices, tf.strings.as_string(x.values), x.dense_shape)
+             if isinstance(x, tf.SparseTensor) else tf.strings.as_string(x))
+    cleaned = clean_string(x, missing_marker)
+    return tft.compute_and_apply_vocabulary(
+        cleaned, num_oov_buckets=num_oov_buckets, frequency_threshold=frequency_threshold,
+        reserved_tokens=[MISSING_TOKEN], vocab_filename=f"vocab_{name}", name=f"vocab_{name}")
