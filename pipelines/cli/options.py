@@ -89,9 +89,14 @@ def parse_span(span: str | None, option: str = "--span") -> dt.date | None:
     """``--span`` (or another date option) as a date; ``None`` when not given.
 
     Raises:
-        UsageError: not a date in YYYY-MM-DD form (exit 2).
+        UsageError: not a date in YYYY-MM-DD form, an empty string included (exit 2).
     """
-    return parse_date(span, option)
+    if span is None:
+        return None
+    day = parse_date(span, option)
+    if day is None:  # "": given, but empty
+        raise UsageError(f"{option} {span!r} is not a date in YYYY-MM-DD form")
+    return day
 
 
 def parse_overrides(items: list[str] | None, option: str = "--threshold") -> dict[str, float]:
