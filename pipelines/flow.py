@@ -19,6 +19,22 @@ from pipelines import runner
 from pipelines.common import NotPromoted, RunContext, resolve_home
 from pipelines.config import PipelineConfig, load_config
 from pipelines.params import resolve_params
+from pipelines.results import (
+    Evaluated,
+    EvaluateResult,
+    Ingested,
+    IngestResult,
+    Promoted,
+    PromoteResult,
+    Reported,
+    ReportResult,
+    Trained,
+    TrainResult,
+    Transformed,
+    TransformResult,
+    Validated,
+    ValidateResult,
+)
 
 log = logging.getLogger("pipelines.flow")
 
@@ -30,7 +46,7 @@ def _setup(config_path: str | Path, home: str | Path | None) -> tuple[PipelineCo
 
 
 def _run(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, force: bool = False,
-         **kwargs: Any) -> dict:
+         **kwargs: Any) -> Any:
     """``runner.run_step``; ``force`` (re-run even when an identical artifact exists) is passed
     only when set, so lineage records it only on forced runs."""
     if force:
@@ -38,49 +54,49 @@ def _run(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, force: boo
     return runner.run_step(step, cfg, home, ctx, **kwargs)
 
 
-def _small(result: dict, *keys: str) -> dict:
-    return {k: result.get(k) for k in keys}
-
-
 def ingest(config_path: str | Path, ctx: RunContext, params: dict | None = None,
-           logical_date: dt.date | None = None, home: str | Path | None = None) -> dict:
+           logical_date: dt.date | None = None, home: str | Path | None = None) -> Ingested:
     """Ingests the window of spans ending at the run's span, and the golden set when configured.
 
     Returns the resolved params too, so that downstream tasks use exactly what ingest used.
     """
     cfg, home = _setup(config_path, home)
     p = resolve_params(cfg, params, logical_date)
-    res = _run("ingest", cfg, home, ctx, p["force"],
-               span=dt.date.fromisoformat(p["span"]), window=p["window"])
-    out = _small(res, "snapshot_id", "uri", "sha256", "reused", "spans", "rows", "malformed_rows",
-                 "provenance_uri")
-    out["params"] = p
-    out["golden_uri"] = out["golden_sha256"] = None
+    res: IngestResult = _run("ingest", cfg, home, ctx, p["force"],
+                             span=dt.date.fromisoformat(p["span"]), window=p["window"])
+    golden: IngestResult | None = None
     if cfg.source.golden_pattern:
-        gold = _run("ingest", cfg, home, ctx, p["force"], golden=True)
-        out["golden_uri"], out["golden_sha256"] = gold["uri"], gold.get("sha256")
-    return out
+        golden = _run("ingest", cfg, home, ctx, p["force"], golden=True)
+    return Ingested(snapshot_id=res["snapshot_id"], uri=res["uri"], sha256=res["sha256"],
+                    reused=res["reused"], spans=res["spans"], rows=res["rows"],
+                    malformed_rows=res["malformed_rows"], provenance_uri=res["provenance_uri"],
+                    params=p, golden_uri=golden["uri"] if golden else None,
+                    golden_sha256=golden["sha256"] if golden else None)
 
 
-def validate(config_path: str | Path, ctx: RunContext, ingested: dict,
-             home: str | Path | None = None) -> dict:
+def validate(config_path: str | Path, ctx: RunContext, ingested: Ingested,
+             home: str | Path | None = None) -> Validated:
     """Validates the snapshot; raises ``DataRejected`` (the gate) when the data is refused."""
     cfg, home = _setup(config_path, home)
-    res = _run("validate", cfg, home, ctx, ingested["params"]["force"], snapshot_uri=ingested["uri"])
-    return _small(res, "status", "snapshot_uri", "expectations", "failures", "baseline_uri",
-                  "report_html")
+    res: ValidateResult = _run("validate", cfg, home, ctx, ingested["params"]["force"],
+                               snapshot_uri=ingested["uri"])
+    return Validated(status=res["status"], snapshot_uri=res["snapshot_uri"],
+                     expectations=res["expectations"], failures=res["failures"],
+                     baseline_uri=res["baseline_uri"], report_html=res["report_html"])
 
 
-def transform(config_path: str | Path, ctx: RunContext, ingested: dict,
-              home: str | Path | None = None) -> dict:
+def transform(config_path: str | Path, ctx: RunContext, ingested: Ingested,
+              home: str | Path | None = None) -> Transformed:
     cfg, home = _setup(config_path, home)
-    res = _run("transform", cfg, home, ctx, ingested["params"]["force"],
-               snapshot_uris=[ingested["uri"]])
-    return _small(res, "transform_uri", "transform_graph_uri", "transformed", "sha256")
+    res: TransformResult = _run("transform", cfg, home, ctx, ingested["params"]["force"],
+                                snapshot_uris=[ingested["uri"]])
+    return Transformed(transform_uri=res["transform_uri"],
+                       transform_graph_uri=res["transform_graph_uri"],
+                       transformed=res["transformed"], sha256=res["sha256"])
 
 
-def train(config_path: str | Path, ctx: RunContext, transformed: dict, ingested: dict,
-          home: str | Path | None = None) -> dict:
+def train(config_path: str | Path, ctx: RunContext, transformed: Transformed, ingested: Ingested,
+          home: str | Path | None = None) -> Trained:
     cfg, home = _setup(config_path, home)
     extra = {}
     if cfg.model.warm_start:  # start from the weights of the model now in production, if any
@@ -88,43 +104,47 @@ def train(config_path: str | Path, ctx: RunContext, transformed: dict, ingested:
 
         if current := production(cfg, home):
             extra["warm_start_from"] = current["uri"]
-    res = _run("train", cfg, home, ctx, ingested["params"]["force"],
-               transform_uri=transformed["transform_uri"], **extra)
-    return _small(res, "model_uri", "model_id", "sha256", "metrics")
+    res: TrainResult = _run("train", cfg, home, ctx, ingested["params"]["force"],
+                            transform_uri=transformed["transform_uri"], **extra)
+    return Trained(model_uri=res["model_uri"], model_id=res["model_id"], sha256=res["sha256"],
+                   metrics=res["metrics"])
 
 
-def evaluate(config_path: str | Path, ctx: RunContext, trained: dict, ingested: dict,
-             home: str | Path | None = None) -> dict:
+def evaluate(config_path: str | Path, ctx: RunContext, trained: Trained, ingested: Ingested,
+             home: str | Path | None = None) -> Evaluated:
     """Evaluates the candidate against production; ``blessed`` drives the promotion gate."""
     cfg, home = _setup(config_path, home)
-    res = _run("evaluate", cfg, home, ctx,  # every evaluation is new: nothing to force
-               model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
-               golden_uri=ingested.get("golden_uri"),
-               threshold_overrides=ingested["params"]["threshold_overrides"] or None)
-    out = _small(res, "evaluation_uri", "blessed", "reasons", "baseline", "metrics")
-    out["model_uri"] = trained["model_uri"]
-    return out
+    res: EvaluateResult = _run(
+        "evaluate", cfg, home, ctx,  # every evaluation is new: nothing to force
+        model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
+        golden_uri=ingested.get("golden_uri"),
+        threshold_overrides=ingested["params"]["threshold_overrides"] or None)
+    return Evaluated(evaluation_uri=res["evaluation_uri"], blessed=res["blessed"],
+                     reasons=res["reasons"], baseline=res["baseline"], metrics=res["metrics"],
+                     model_uri=trained["model_uri"])
 
 
-def promote(config_path: str | Path, ctx: RunContext, evaluated: dict,
-            home: str | Path | None = None) -> dict:
+def promote(config_path: str | Path, ctx: RunContext, evaluated: Evaluated,
+            home: str | Path | None = None) -> Promoted:
     """Pushes a blessed model to the registry; raises ``NotPromoted`` when the push is refused."""
     cfg, home = _setup(config_path, home)
-    res = _run("promote", cfg, home, ctx, model_uri=evaluated["model_uri"],
-               evaluation_uri=evaluated["evaluation_uri"])
-    out = _small(res, "promoted", "version", "registry_uri", "previous_version", "reasons")
+    res: PromoteResult = _run("promote", cfg, home, ctx, model_uri=evaluated["model_uri"],
+                              evaluation_uri=evaluated["evaluation_uri"])
+    out = Promoted(promoted=res["promoted"], version=res["version"],
+                   registry_uri=res["registry_uri"], previous_version=res["previous_version"],
+                   reasons=res["reasons"])
     if not res.get("promoted"):
         raise NotPromoted("model not promoted: " + "; ".join(res.get("reasons") or ["no reason given"]),
-                          out)
+                          dict(out))
     return out
 
 
-def report(config_path: str | Path, ctx: RunContext, evaluated: dict, promoted: dict | None,
-           home: str | Path | None = None) -> dict:
+def report(config_path: str | Path, ctx: RunContext, evaluated: Evaluated,
+           promoted: Promoted | None, home: str | Path | None = None) -> Reported:
     cfg, home = _setup(config_path, home)
-    res = _run("report", cfg, home, ctx, evaluation_uri=evaluated["evaluation_uri"],
-               promotion=promoted)
-    return _small(res, "report_html")
+    res: ReportResult = _run("report", cfg, home, ctx, evaluation_uri=evaluated["evaluation_uri"],
+                             promotion=promoted)
+    return Reported(report_html=res["report_html"])
 
 
 def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = None,

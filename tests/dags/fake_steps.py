@@ -30,11 +30,14 @@ def validate(cfg, home, ctx, snapshot_uri):
     if _mode() == "rejected":
         raise DataRejected("2 of 40 expectations failed: age out of [17, 90]; sex not in set",
                            {"status": "rejected", "inputs": [], "outputs": []})
-    return {"inputs": [], "outputs": [], "status": "accepted", "snapshot_uri": snapshot_uri}
+    return {"inputs": [], "outputs": [], "status": "accepted", "snapshot_uri": snapshot_uri,
+            "expectations": {}, "failures": [], "baseline_uri": None,
+            "report_html": str(home / "v.html")}
 
 
 def transform(cfg, home, ctx, snapshot_uris):
-    return {"inputs": [], "outputs": [], "transform_uri": str(home / "t"), "sha256": "t"}
+    return {"inputs": [], "outputs": [], "transform_uri": str(home / "t"), "sha256": "t",
+            "transform_graph_uri": str(home / "t" / "g"), "transformed": {}}
 
 
 def train(cfg, home, ctx, transform_uri, warm_start_from=None):

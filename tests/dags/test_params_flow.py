@@ -72,14 +72,18 @@ class Recorder:
             uri = "/s/golden" if kw.get("golden") else "/s/snap"
             return {"snapshot_id": uri[-4:], "uri": uri, "sha256": "a", "reused": False,
                     "spans": ["2026-11-20"], "rows": {}, "malformed_rows": 0, "inputs": [],
-                    "outputs": []}
+                    "outputs": [], "provenance_uri": uri + "/provenance.json"}
         return {
-            "validate": {"status": "accepted", "snapshot_uri": kw.get("snapshot_uri")},
-            "transform": {"transform_uri": "/t/1"},
+            "validate": {"status": "accepted", "snapshot_uri": kw.get("snapshot_uri"),
+                         "expectations": {}, "failures": [], "baseline_uri": None,
+                         "report_html": "/v.html"},
+            "transform": {"transform_uri": "/t/1", "transform_graph_uri": "/t/1/g",
+                          "transformed": {}, "sha256": "t"},
             "train": {"model_uri": "/m/1", "model_id": "1", "sha256": "b", "metrics": {}},
-            "evaluate": {"evaluation_uri": "/e/1", "blessed": self.blessed, "reasons": ["auc low"]},
+            "evaluate": {"evaluation_uri": "/e/1", "blessed": self.blessed, "reasons": ["auc low"],
+                         "baseline": None, "metrics": {}},
             "promote": {"promoted": self.promoted, "version": 1, "registry_uri": "/r/1",
-                        "reasons": ["infra check failed"]},
+                        "previous_version": None, "reasons": ["infra check failed"]},
             "report": {"report_html": "/rep.html"},
         }[step]
 

@@ -1,0 +1,212 @@
+"""Typed step results: the one statement of what each step returns and each DAG task passes on.
+
+Shared by the steps (their return types), :mod:`pipelines.flow` (the small dicts that travel between
+DAG tasks through XCom), the DAG, the CLI and the tests. They are ``TypedDict``s, so a result stays
+the plain JSON-serialisable dict that XCom and ``--json`` carry, and mypy (``make lint``) checks
+every producer and reader against one definition. docs/CONTRACTS.md points here.
+
+Every step result holds ``inputs`` and ``outputs``: lists of :class:`Artifact`, which the runner
+records in the lineage store.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NotRequired, TypedDict
+
+
+class Artifact(TypedDict):
+    """An input or output of a step, as lineage records it (``common.artifact`` builds one)."""
+
+    kind: str
+    uri: str
+    sha256: str | None
+    size: int | None
+    properties: dict[str, Any]
+
+
+class _Lineage(TypedDict):
+    inputs: list[Artifact]
+    outputs: list[Artifact]
+
+
+class ModelRef(TypedDict):
+    """A registered version: the production baseline of an evaluation, an alias target."""
+
+    version: int
+    uri: str
+
+
+class IngestResult(_Lineage):
+    snapshot_id: str
+    uri: str
+    reused: bool
+    golden: bool
+    spans: list[str]
+    rows: dict[str, int]  # total and per split
+    label_balance: dict[str, dict[str, Any]]  # split -> counts, rates (binary: positive_rate)
+    malformed_rows: int
+    provenance_uri: str
+    sha256: str
+
+
+class ValidateResult(_Lineage):
+    status: str  # "accepted" ("rejected" travels in DataRejected.result)
+    snapshot_uri: str
+    snapshot_id: str
+    golden: bool
+    rows: int
+    expectations: dict[str, Any]  # suite, suite_uri, run, failed
+    results: list[dict[str, Any]]
+    malformed: dict[str, Any]
+    drift: dict[str, dict[str, Any]]
+    drift_note: str
+    baseline_uri: str | None
+    failures: list[str]
+    contract_sha256: str
+    validated_at: str
+    run_id: str
+    seconds: float
+    report_json: str
+    report_html: str
+    reused: bool
+
+
+class TransformResult(_Lineage):
+    transform_id: str
+    transform_uri: str
+    transform_graph_uri: str
+    transformed: dict[str, str]  # split -> file pattern
+    sha256: str
+    rows: dict[str, int]
+    seconds: float
+    reused: NotRequired[bool]
+
+
+class TrainResult(_Lineage):
+    model_id: str
+    model_uri: str
+    sha256: str
+    metrics: dict[str, float]
+    curves_json: str
+    curves_png: str
+    output_key: str
+    warm_start: dict[str, int] | None
+    features: dict[str, Any]
+    seconds: float
+    reused: NotRequired[bool]
+
+
+class Check(TypedDict):
+    """One gate judged on one dataset and slice; ``passed`` None: reported, not gated (``note``)."""
+
+    kind: str  # value | change | fairness
+    threshold: str
+    dataset: str
+    slice: str
+    metric: str
+    value: float | None
+    bound: float
+    op: str
+    passed: bool | None
+    note: str
+
+
+class EvaluateResult(_Lineage):
+    evaluation_uri: str
+    evaluation_id: str
+    blessed: bool
+    reasons: list[str]
+    checks: list[Check]
+    baseline: ModelRef | None
+    metrics: dict[str, Any]  # dataset -> {candidate: {...}, baseline: {...}}
+    thresholds: dict[str, Any] | None
+    tfma_seconds: float
+
+
+class PromoteResult(_Lineage):
+    promoted: bool
+    version: int | None
+    registry_uri: str | None
+    previous_version: int | None
+    reasons: list[str]
+    infra_check: dict[str, Any] | None
+    blessed: bool
+    evaluation_uri: str
+
+
+class ReportResult(_Lineage):
+    report_html: str
+    decision: str
+
+
+class RollbackResult(_Lineage):
+    production: ModelRef | None
+    previous: ModelRef | None
+    rolled_back_from: int | None
+    reason: str
+
+
+# What the DAG tasks hand each other through XCom (pipelines/flow.py): small, URIs and hashes.
+class RunParams(TypedDict):
+    span: str
+    window: int
+    force: bool
+    threshold_overrides: dict[str, float]
+
+
+class Ingested(TypedDict):
+    snapshot_id: str
+    uri: str
+    sha256: str
+    reused: bool
+    spans: list[str]
+    rows: dict[str, int]
+    malformed_rows: int
+    provenance_uri: str
+    params: RunParams
+    golden_uri: str | None
+    golden_sha256: str | None
+
+
+class Validated(TypedDict):
+    status: str
+    snapshot_uri: str
+    expectations: dict[str, Any]
+    failures: list[str]
+    baseline_uri: str | None
+    report_html: str
+
+
+class Transformed(TypedDict):
+    transform_uri: str
+    transform_graph_uri: str
+    transformed: dict[str, str]
+    sha256: str
+
+
+class Trained(TypedDict):
+    model_uri: str
+    model_id: str
+    sha256: str
+    metrics: dict[str, float]
+
+
+class Evaluated(TypedDict):
+    evaluation_uri: str
+    blessed: bool
+    reasons: list[str]
+    baseline: ModelRef | None
+    metrics: dict[str, Any]
+    model_uri: str
+
+
+class Promoted(TypedDict):
+    promoted: bool
+    version: int | None
+    registry_uri: str | None
+    previous_version: int | None
+    reasons: list[str]
+
+
+class Reported(TypedDict):
+    report_html: str
