@@ -3,7 +3,8 @@
 Called by ``runner.run_step("promote", ...)`` (the CLI ``pipelines promote`` and the DAG task).
 
 Order: read the evaluation record (it must be about this model), refuse if not blessed, run the
-infra check in a fresh process on 100 golden examples, then :func:`pipelines.registry.push` with a
+infra check in a fresh process on ``promotion.infra_check_examples`` examples of the golden set (or
+the eval split: ``promotion.infra_check_source``), then :func:`pipelines.registry.push` with a
 compare-and-swap on the ``production`` version the evaluation used as baseline. "Not promoted" is
 raised as :class:`common.NotPromoted` (exit code 3) whose ``result`` holds the full record, so the
 DAG and the report can show the reasons.
@@ -22,12 +23,11 @@ from pipelines.config import PipelineConfig
 from pipelines.snapshots import GOLDEN_SPLIT, split_pattern
 
 log = logging.getLogger(__name__)
-INFRA_EXAMPLES = 100
 
 
-def _examples_pattern(record: dict[str, Any]) -> str:
-    """Golden set examples for the infra check (else the first eval split)."""
-    if record["data"].get("golden"):
+def _examples_pattern(cfg: PipelineConfig, record: dict[str, Any]) -> str:
+    """The infra check's examples: the configured source, the golden set falling back to eval."""
+    if cfg.promotion.infra_check_source == "golden" and record["data"].get("golden"):
         return split_pattern(record["data"]["golden"]["uri"], GOLDEN_SPLIT)
     return split_pattern(record["data"]["eval"][0]["uri"], "eval")
 
@@ -65,7 +65,9 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
         result["reasons"] = ["not blessed: " + r for r in record["reasons"]]
         result["infra_check"] = {"passed": None, "skipped": "model not blessed"}
         raise NotPromoted("; ".join(result["reasons"]), result)
-    check = infra_check.check(model_dir, _examples_pattern(record), n=INFRA_EXAMPLES)
+    check = infra_check.check(model_dir, _examples_pattern(cfg, record),
+                              n=cfg.promotion.infra_check_examples, task=cfg.task,
+                              classes=cfg.label.classes)
     result["infra_check"] = check
     if not check.get("passed"):
         result["reasons"] = ["infra check failed: " + r for r in check.get("reasons", [])]
