@@ -2,11 +2,19 @@
 
 Called by :mod:`pipelines.evaluate` (and unit tests). Pure Python: no TensorFlow, no TFMA.
 
-The blessing is a record, not a boolean: for every threshold it lists the metric, dataset, slice,
+The gates are the task's rows of :data:`pipelines.config.GATES` that the config sets under
+``evaluation.thresholds`` (no threshold name is written here): an ``overall`` gate bounds the
+metric on each dataset's whole set, a ``slice`` gate on every slice of ``min_slice_size`` rows or
+more, a ``change`` gate bounds candidate minus production (a ``>=`` change gate is the largest
+drop allowed, a ``<=`` one the largest increase). ``evaluation.fairness`` bounds the gap (max - min)
+of its metric across the slices of its feature (gated slices only); off when not configured.
+
+The blessing is a record, not a boolean: for every check it lists the metric, dataset, slice,
 value, bound and whether it passed. A check that cannot be judged (a slice smaller than
-``evaluation.min_slice_size``, an AUC undefined because a slice holds one class, no baseline yet)
-is kept in the record with ``passed: None`` and a note, and does not gate. A pipeline with no
-thresholds configured is never blessed (TFX silently blesses that case).
+``evaluation.min_slice_size``, a metric undefined on the slice, such as AUC on a slice of one
+class, or no baseline yet) is kept with ``passed: None`` and a note saying why, and does not gate.
+A pipeline with no thresholds configured is never blessed (TFX silently blesses that case), nor is
+a candidate on which nothing could be judged.
 """
 
 from __future__ import annotations
@@ -15,30 +23,33 @@ import math
 from typing import Any
 
 from pipelines.common import UsageError
-from pipelines.config import PipelineConfig
-
-NUMERIC = ("overall_auc_min", "slice_auc_min", "auc_max_drop", "fnr_gap_max")
+from pipelines.config import FAIRNESS_GATE, GATES, TASKS, PipelineConfig, gate_names
 
 
 def effective_thresholds(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> dict | None:
-    """The configured thresholds with trigger-time ``overrides`` applied, or None if none are set.
+    """The configured thresholds (gate name -> bound, plus ``fairness_max_gap`` when fairness is
+    configured) with trigger-time ``overrides`` applied; None when no gate is configured.
 
     Raises:
-        UsageError: an override names an unknown threshold, one that ``override_bounds`` does not
-            allow to change, is not a number, or lies outside its bounds.
+        UsageError: an override names a threshold of no gate of this task, one that
+            ``override_bounds`` does not allow to change, is not a number, or is out of bounds.
     """
-    base = cfg.evaluation.thresholds
+    ev = cfg.evaluation
     overrides = dict(overrides or {})
-    if base is None:
-        if overrides:
-            raise UsageError(f"threshold overrides {sorted(overrides)} given, but pipeline "
-                             f"{cfg.name!r} configures no thresholds (evaluation.thresholds)")
-        return None
-    values = base.model_dump()
-    bounds = cfg.evaluation.override_bounds
+    values: dict[str, float] = dict(ev.thresholds)
+    if ev.fairness is not None:
+        values[FAIRNESS_GATE] = ev.fairness.max_gap
+    allowed = gate_names(cfg.task)
+    bounds = ev.override_bounds
     for name, value in overrides.items():
-        if name not in NUMERIC:
-            raise UsageError(f"threshold override {name!r} is not a threshold; use one of {NUMERIC}")
+        if name not in allowed:
+            other = [t for t in TASKS if name in gate_names(t)]
+            hint = f" (it is a {other[0]} threshold)" if other else ""
+            raise UsageError(f"threshold override {name!r} is not a threshold of task {cfg.task}"
+                             f"{hint}; use one of {list(allowed)}")
+        if name not in values:
+            raise UsageError(f"threshold {name!r} is not configured for pipeline {cfg.name!r} "
+                             "(evaluation.thresholds / evaluation.fairness): nothing to override")
         if name not in bounds:
             raise UsageError(f"threshold {name!r} may not be overridden at trigger time: "
                              f"evaluation.override_bounds allows only {sorted(bounds)}")
@@ -49,7 +60,7 @@ def effective_thresholds(cfg: PipelineConfig, overrides: dict[str, Any] | None) 
             raise UsageError(f"threshold override {name}={value} is outside its allowed range "
                              f"[{low}, {high}] (evaluation.override_bounds.{name})")
         values[name] = float(value)
-    if all(values[n] is None for n in NUMERIC):
+    if not ev.thresholds:
         return None
     return values
 
@@ -60,7 +71,7 @@ def _check(kind: str, threshold: str, dataset: str, slice_: str, metric: str, va
     if gated and value is not None:
         passed = value >= bound if op == ">=" else value <= bound
     elif gated and value is None:
-        note = note or f"{metric} undefined on this slice (a single class?): not gated"
+        note = note or f"{metric} undefined on this slice: not gated"
     return {"kind": kind, "threshold": threshold, "dataset": dataset, "slice": slice_,
             "metric": metric, "value": value, "bound": bound, "op": op, "passed": passed,
             "note": note}
@@ -73,6 +84,11 @@ def _reason(c: dict[str, Any]) -> str:
             f"({c['threshold']})")
 
 
+def _undefined(row: dict[str, Any], model: str, metric: str) -> str:
+    why = (row.get("undefined") or {}).get(model, {}).get(metric)
+    return f"{metric} undefined: {why}; not gated" if why else ""
+
+
 def decide(cfg: PipelineConfig, rows: list[dict[str, Any]], thresholds: dict | None,
            has_baseline: bool) -> tuple[bool, list[str], list[dict[str, Any]]]:
     """Applies the thresholds to TFMA's rows; returns (blessed, reasons, checks)."""
@@ -80,55 +96,83 @@ def decide(cfg: PipelineConfig, rows: list[dict[str, Any]], thresholds: dict | N
         return False, [f"no thresholds configured for pipeline {cfg.name!r} "
                        "(evaluation.thresholds): a model is never blessed without gates"], []
     min_size = cfg.evaluation.min_slice_size
+    gates = [g for g in GATES[cfg.task] if thresholds.get(g.name) is not None]
     checks: list[dict[str, Any]] = []
-    fair = thresholds.get("fairness_feature")
-    fnr_by_dataset: dict[str, list[tuple[str, float | None, bool]]] = {}
     for row in rows:
         cand, base = row["candidate"], row.get("baseline") or {}
         count = cand.get("example_count") or 0
         overall = not row["slice"]
-        if overall and thresholds["overall_auc_min"] is not None:
-            checks.append(_check("value", "overall_auc_min", row["dataset"], "overall", "auc",
-                                 cand.get("auc"), thresholds["overall_auc_min"], ">="))
-        if not overall and thresholds["slice_auc_min"] is not None:
-            small = count < min_size
-            checks.append(_check("value", "slice_auc_min", row["dataset"], row["name"], "auc",
-                                 cand.get("auc"), thresholds["slice_auc_min"], ">=",
-                                 gated=not small,
-                                 note=f"{count:.0f} examples < min_slice_size {min_size}: "
-                                      "reported, not gated" if small else ""))
-        if overall and thresholds["auc_max_drop"] is not None:
-            if has_baseline and cand.get("auc") is not None and base.get("auc") is not None:
-                delta = cand["auc"] - base["auc"]
-                checks.append(_check("change", "auc_max_drop", row["dataset"], "overall",
-                                     "auc change vs production", delta,
-                                     -thresholds["auc_max_drop"], ">="))
-            else:
-                checks.append(_check("change", "auc_max_drop", row["dataset"], "overall",
-                                     "auc change vs production", None,
-                                     -thresholds["auc_max_drop"], ">=", gated=False,
-                                     note="no production model yet: the first model must pass "
-                                          "the absolute thresholds only"))
-        if fair and row["spec"] == [fair]:
-            fnr_by_dataset.setdefault(row["dataset"], []).append(
-                (row["name"], cand.get("fnr"), count >= min_size))
-    if fair and thresholds["fnr_gap_max"] is not None:
-        if [fair] not in cfg.evaluation.slices:
-            checks.append(_check("fairness", "fnr_gap_max", "*", fair, "fnr gap", None,
-                                 thresholds["fnr_gap_max"], "<=", gated=False,
-                                 note=f"fairness feature {fair!r} is not a slicing spec in "
-                                      "evaluation.slices: add [" + fair + "]"))
-        for dataset, slices in sorted(fnr_by_dataset.items()):
-            usable = [(n, v) for n, v, big in slices if big and v is not None]
-            gap = max(v for _, v in usable) - min(v for _, v in usable) if len(usable) > 1 else None
-            names = " vs ".join(f"{n} ({v:.3f})" for n, v in usable)
-            checks.append(_check("fairness", "fnr_gap_max", dataset, names or fair,
-                                 f"fnr gap across {fair}", gap, thresholds["fnr_gap_max"], "<=",
-                                 gated=gap is not None,
-                                 note="" if gap is not None else "fewer than two gated slices"))
+        for g in gates:
+            bound = thresholds[g.name]
+            value = cand.get(g.metric)
+            if g.scope == "overall" and overall:
+                checks.append(_check("value", g.name, row["dataset"], "overall", g.metric, value,
+                                     bound, g.op, note=_undefined(row, "candidate", g.metric)))
+            elif g.scope == "slice" and not overall:
+                small = count < min_size
+                note = (f"{count:.0f} examples < min_slice_size {min_size}: reported, not gated"
+                        if small else _undefined(row, "candidate", g.metric))
+                checks.append(_check("value", g.name, row["dataset"], row["name"], g.metric,
+                                     value, bound, g.op, gated=not small, note=note))
+            elif g.scope == "change" and overall:
+                # >=: the largest drop allowed (delta >= -bound); <=: the largest increase.
+                limit = -bound if g.op == ">=" else bound
+                metric = f"{g.metric} change vs production"
+                if not has_baseline:
+                    checks.append(_check("change", g.name, row["dataset"], "overall", metric, None,
+                                         limit, g.op, gated=False,
+                                         note="no production model yet: the first model must "
+                                              "pass the absolute thresholds only"))
+                    continue
+                note = (_undefined(row, "candidate", g.metric)
+                        or _undefined(row, "baseline", g.metric).replace(
+                            "undefined:", "undefined for production:"))
+                delta = (value - base[g.metric] if value is not None
+                         and base.get(g.metric) is not None else None)
+                checks.append(_check("change", g.name, row["dataset"], "overall", metric, delta,
+                                     limit, g.op, note=note))
+    checks += _fairness_checks(cfg, rows, thresholds.get(FAIRNESS_GATE))
     failed = [c for c in checks if c["passed"] is False]
     judged = [c for c in checks if c["passed"] is not None]
     reasons = [_reason(c) for c in failed]
     if not judged:
         reasons.append("no threshold could be judged on this evaluation: not blessed")
     return not failed and bool(judged), reasons, checks
+
+
+def _fairness_checks(cfg: PipelineConfig, rows: list[dict[str, Any]],
+                     max_gap: float | None) -> list[dict[str, Any]]:
+    fair = cfg.evaluation.fairness
+    if fair is None or max_gap is None:
+        return []
+    min_size = cfg.evaluation.min_slice_size
+    by_dataset: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        if row["spec"] == [fair.feature]:
+            by_dataset.setdefault(row["dataset"], []).append(row)
+    checks = []
+    metric = f"{fair.metric} gap across {fair.feature}"
+    for dataset, slices in sorted(by_dataset.items()):
+        usable, skipped = [], []
+        for r in slices:
+            count = r["candidate"].get("example_count") or 0
+            value = r["candidate"].get(fair.metric)
+            if count < min_size:
+                skipped.append(f"{r['name']}: {count:.0f} examples < {min_size}")
+            elif value is None:
+                why = _undefined(r, "candidate", fair.metric) or f"{fair.metric} undefined"
+                skipped.append(f"{r['name']}: {why}")
+            else:
+                usable.append((r["name"], value))
+        gap = max(v for _, v in usable) - min(v for _, v in usable) if len(usable) > 1 else None
+        names = " vs ".join(f"{n} ({v:.3f})" for n, v in usable)
+        note = "; ".join(skipped)
+        if gap is None:
+            note = "fewer than two gated slices with a defined value" + (f" ({note})" if note else "")
+        checks.append(_check("fairness", FAIRNESS_GATE, dataset, names or fair.feature, metric,
+                             gap, max_gap, "<=", gated=gap is not None, note=note))
+    if not by_dataset:
+        checks.append(_check("fairness", FAIRNESS_GATE, "*", fair.feature, metric, None, max_gap,
+                             "<=", gated=False,
+                             note=f"no slice of {fair.feature!r} in the evaluation"))
+    return checks

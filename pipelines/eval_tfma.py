@@ -4,16 +4,25 @@ Called by :mod:`pipelines.evaluate` only. TensorFlow, Beam and TFMA are imported
 
 One TFMA run scores the candidate and (when there is one) the production baseline on the same rows
 of every dataset (the snapshot eval splits and the golden set). Each Arrow record batch read from
-the TFRecords gets three extra columns before TFMA sees it:
+the TFRecords gets extra columns before TFMA sees it (:func:`add_columns`):
 
-* ``dataset``: ``eval`` or ``golden``; every slicing spec is crossed with it, so one run yields the
+* ``__dataset``: ``eval`` or ``golden``; every slicing spec is crossed with it, so one run yields the
   metrics of both datasets (TFMA's fixed cost is paid once);
-* ``age_bucket``: the raw ``age`` bucketed by ``evaluation.age_boundaries`` (e.g. ``25-34``), a
-  readable slice that does not depend on the transform's quantiles;
-* ``label``: 1 for the configured positive class, else 0 (the raw label column is a string).
+* one column per ``evaluation.slice_features`` entry: the raw column bucketed by its boundaries
+  (``<25``, ``25-34``, ..., ``65+``; ``missing`` for a missing value of a nullable column);
+* ``__label``: what TFMA compares the predictions with, per task (:func:`encode_labels`): binary 0/1
+  (1 for ``label.positive_class``, compared in the column's own type), multiclass the class index
+  in ``label.classes`` order, regression the float value. A value outside the classes raises.
 
 The model input is the serialized raw ``tf.Example`` (TFMA's raw record column), fed to the
-``serving_default`` signature: the same path as serving.
+``serving_default`` signature: the same path as serving. The prediction key is ``probabilities``
+(binary, multiclass) or ``predictions`` (regression).
+
+Metrics per task (names in rows, per model; :data:`METRICS`): binary: TFMA's own; multiclass and
+regression: one custom combiner each (:mod:`pipelines.tfma_metrics`), turned into named metrics
+here. A metric that is not defined on a slice (AUC on a slice of one class, recall of a class
+with no example, R² of a constant label) is ``None`` in the row, with the reason in
+``row["undefined"][model][metric]``: never 0.
 """
 
 from __future__ import annotations
@@ -26,14 +35,19 @@ from typing import Any
 
 from pipelines.config import PipelineConfig
 
-LABEL_KEY = "label"
-DATASET_KEY = "dataset"
-AGE_BUCKET_KEY = "age_bucket"
+# Internal column names (dunder: no config column can be called that by accident).
+LABEL_KEY = "__label"
+DATASET_KEY = "__dataset"
+MISSING_BUCKET = "missing"
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 CALIBRATION_BUCKETS = 10
-# TFMA metric name -> our name. Threshold metrics are computed at evaluation.decision_threshold.
-METRIC_NAMES = {
+REGRESSION_PLOT_BUCKETS = 12
+CUSTOM_METRICS_MODULE = "pipelines.tfma_metrics"
+PREDICTION_KEYS = {"binary": "probabilities", "multiclass": "probabilities",
+                   "regression": "predictions"}
+# Binary: TFMA metric name -> our name. Threshold metrics are computed at decision_threshold.
+BINARY_METRIC_NAMES = {
     "example_count": "example_count",
     "auc": "auc",
     "auc_precision_recall": "auc_pr",
@@ -43,21 +57,121 @@ METRIC_NAMES = {
     "f1_score": "f1",
     "fpr": "fpr",
     "fnr": "fnr",
+    "predicted_positive_rate": "positive_rate",
     "calibration": "calibration",
     "mean_label": "mean_label",
     "mean_prediction": "mean_prediction",
     "binary_crossentropy": "log_loss",
 }
+# The metric names of each task's rows (multiclass adds precision[c], recall[c], auc[c] per class).
+METRICS: dict[str, tuple[str, ...]] = {
+    "binary": tuple(BINARY_METRIC_NAMES.values()),
+    "multiclass": ("example_count", "accuracy", "macro_auc", "macro_recall", "log_loss"),
+    "regression": ("example_count", "mae", "rmse", "r2", "mean_label", "mean_prediction",
+                   "mean_residual"),
+}
 
 
-def age_bucket(age: float, boundaries: list[int]) -> str:
-    """``<25``, ``25-34``, ..., ``65+`` for boundaries [25, 35, 45, 55, 65]."""
-    i = bisect.bisect_right(boundaries, age)
-    if i == 0:
-        return f"<{boundaries[0]}"
-    if i == len(boundaries):
-        return f"{boundaries[-1]}+"
-    return f"{boundaries[i - 1]}-{boundaries[i] - 1}"
+def prediction_key(cfg: PipelineConfig) -> str:
+    """The serving output TFMA reads (pipelines.train.output_key: the model contract)."""
+    try:
+        from pipelines.train import output_key
+    except ImportError:  # pragma: no cover - train without output_key
+        return PREDICTION_KEYS[cfg.task]
+    return output_key(cfg)
+
+
+def _num(b: float) -> str:
+    return f"{b:g}"
+
+
+def bucket_names(boundaries: list[float], integer: bool) -> list[str]:
+    """Names of the len(boundaries) + 1 buckets: ``<25``, ``25-34``, ..., ``65+`` for an integer
+    column with integral boundaries, else ``<2.5``, ``[2.5, 5)``, ..., ``>=10``."""
+    if integer and all(float(b).is_integer() for b in boundaries):
+        b = [int(x) for x in boundaries]
+        return ([f"<{b[0]}"]
+                + [f"{lo}-{hi - 1}" if hi - 1 > lo else f"{lo}" for lo, hi in zip(b, b[1:], strict=False)]
+                + [f"{b[-1]}+"])
+    return ([f"<{_num(boundaries[0])}"]
+            + [f"[{_num(lo)}, {_num(hi)})" for lo, hi in zip(boundaries, boundaries[1:], strict=False)]
+            + [f">={_num(boundaries[-1])}"])
+
+
+def bucketize(values: list[float | None], boundaries: list[float], integer: bool) -> list[str]:
+    """The bucket name of each value (``missing`` for None or NaN)."""
+    names = bucket_names(boundaries, integer)
+    out = []
+    for v in values:
+        if v is None or (isinstance(v, float) and math.isnan(v)):
+            out.append(MISSING_BUCKET)
+        else:
+            out.append(names[bisect.bisect_right(boundaries, v)])
+    return out
+
+
+def _column(batch, name: str, nullable: bool, dataset: str):
+    """One value per row of a raw column (None where missing), from a tf.Example record batch.
+
+    A nullable column is absent from a batch in which no row has a value; any other absent
+    column, or a row with no value or several, is an error naming the column.
+    """
+    i = batch.schema.get_field_index(name)
+    n = batch.num_rows
+    if i < 0:
+        if nullable:
+            return [None] * n
+        raise ValueError(f"{dataset}: the examples have no column {name!r} (columns: "
+                         f"{sorted(batch.schema.names)}); the evaluation needs it")
+    cells = batch.column(i).to_pylist()
+    out = []
+    for cell in cells:
+        if not cell:
+            if not nullable:
+                raise ValueError(f"{dataset}: column {name!r} is missing in a row and is not "
+                                 "nullable")
+            out.append(None)
+        elif len(cell) > 1:
+            raise ValueError(f"{dataset}: column {name!r} has {len(cell)} values in one row")
+        else:
+            out.append(cell[0])
+    return out
+
+
+def encode_labels(cfg: PipelineConfig, values: list) -> list:
+    """TFMA's label of each raw label value (bytes or str for string columns, int, float).
+
+    Binary: 1 for positive_class, 0 for the other class; multiclass: index in label.classes;
+    regression: float. Compared in the column's own type: an int column's 1 is not the string "1".
+
+    Raises:
+        ValueError: a value outside label.classes (named), or a missing label.
+    """
+    label = cfg.label
+    if any(v is None for v in values):
+        raise ValueError(f"label column {label.column!r}: a row has no label")
+    if label.task == "regression":
+        return [float(v) for v in values]
+    ltype = cfg.column(label.column).type
+    decoded = [v.decode("utf-8") if isinstance(v, bytes) else v for v in values]
+    if ltype == "int":
+        decoded = [v if isinstance(v, int) and not isinstance(v, bool) else _int_or_str(v)
+                   for v in decoded]
+    index = {c: i for i, c in enumerate(label.classes)}
+    bad = sorted({repr(v) for v in decoded if v not in index or isinstance(v, bool)})
+    if bad:
+        raise ValueError(f"label column {label.column!r} ({ltype}): value(s) {', '.join(bad[:10])} "
+                         f"are not in label.classes {label.classes}")
+    if label.task == "binary":
+        return [int(v == label.positive_class) for v in decoded]
+    return [index[v] for v in decoded]
+
+
+def _int_or_str(v):
+    try:
+        return int(v)
+    except (TypeError, ValueError):
+        return v
 
 
 def eval_config(cfg: PipelineConfig, with_baseline: bool):
@@ -65,27 +179,44 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
     from google.protobuf.wrappers_pb2 import BoolValue
     from tensorflow_model_analysis.proto import config_pb2
 
-    thr = cfg.evaluation.decision_threshold
-    at_thr = json.dumps({"thresholds": [thr]})
-    metrics = [
-        config_pb2.MetricConfig(class_name="ExampleCount"),
-        config_pb2.MetricConfig(class_name="AUC"),
-        config_pb2.MetricConfig(class_name="AUCPrecisionRecall"),
-        config_pb2.MetricConfig(class_name="BinaryAccuracy", config=json.dumps({"threshold": thr})),
-        *(config_pb2.MetricConfig(class_name=name, config=at_thr)
-          for name in ("Precision", "Recall", "F1Score", "FPR", "FNR")),
-        config_pb2.MetricConfig(class_name="Calibration"),
-        config_pb2.MetricConfig(class_name="MeanLabel"),
-        config_pb2.MetricConfig(class_name="MeanPrediction"),
-        config_pb2.MetricConfig(class_name="BinaryCrossEntropy"),
-        # Confusion matrices at many thresholds (ROC) and the calibration curve: both derived from
-        # the calibration histogram that AUC already computes, so they cost no extra combiner.
-        config_pb2.MetricConfig(class_name="ConfusionMatrixPlot", config='{"num_thresholds": 1000}'),
-        config_pb2.MetricConfig(class_name="CalibrationPlot",
-                                config=json.dumps({"num_buckets": CALIBRATION_BUCKETS})),
-    ]
+    task = cfg.task
+    if task == "binary":
+        thr = cfg.evaluation.decision_threshold
+        at_thr = json.dumps({"thresholds": [thr]})
+        metrics = [
+            config_pb2.MetricConfig(class_name="ExampleCount"),
+            config_pb2.MetricConfig(class_name="AUC"),
+            config_pb2.MetricConfig(class_name="AUCPrecisionRecall"),
+            config_pb2.MetricConfig(class_name="BinaryAccuracy",
+                                    config=json.dumps({"threshold": thr})),
+            # All five share the binary confusion matrix at the decision threshold (one combiner).
+            *(config_pb2.MetricConfig(class_name=name, config=at_thr)
+              for name in ("Precision", "Recall", "F1Score", "FPR", "FNR",
+                           "PredictedPositiveRate")),
+            config_pb2.MetricConfig(class_name="Calibration"),
+            config_pb2.MetricConfig(class_name="MeanLabel"),
+            config_pb2.MetricConfig(class_name="MeanPrediction"),
+            config_pb2.MetricConfig(class_name="BinaryCrossEntropy"),
+            # Confusion matrices at many thresholds (ROC) and the calibration curve: both derived
+            # from the calibration histogram that AUC already computes, so no extra combiner.
+            config_pb2.MetricConfig(class_name="ConfusionMatrixPlot",
+                                    config='{"num_thresholds": 1000}'),
+            config_pb2.MetricConfig(class_name="CalibrationPlot",
+                                    config=json.dumps({"num_buckets": CALIBRATION_BUCKETS})),
+        ]
+    elif task == "multiclass":
+        metrics = [config_pb2.MetricConfig(class_name="ExampleCount"),
+                   config_pb2.MetricConfig(class_name="MulticlassStats",
+                                           module=CUSTOM_METRICS_MODULE,
+                                           config=json.dumps({"num_classes":
+                                                              len(cfg.label.classes)}))]
+    else:
+        metrics = [config_pb2.MetricConfig(class_name="ExampleCount"),
+                   config_pb2.MetricConfig(class_name="RegressionStats",
+                                           module=CUSTOM_METRICS_MODULE)]
     names = [CANDIDATE, BASELINE] if with_baseline else [CANDIDATE]
     specs = [config_pb2.ModelSpec(name=n, signature_name="serving_default", label_key=LABEL_KEY,
+                                  prediction_key=prediction_key(cfg),
                                   is_baseline=(n == BASELINE)) for n in names]
     return config_pb2.EvalConfig(
         model_specs=specs,
@@ -99,28 +230,25 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
     )
 
 
-def _add_columns(cfg: PipelineConfig, dataset: str):
-    """A function that appends the dataset, age_bucket and label columns to a record batch."""
-    import numpy as np
+def add_columns(cfg: PipelineConfig, dataset: str):
+    """A function that appends the dataset, slice feature and label columns to a record batch."""
     import pyarrow as pa
 
-    boundaries = list(cfg.evaluation.age_boundaries)
-    positive = cfg.label.positive_class.encode()
+    features = [(name, f.column, list(f.boundaries), cfg.column(f.column))
+                for name, f in cfg.evaluation.slice_features.items()]
     label_col = cfg.label.column
+    label_type = {"regression": pa.float32()}.get(cfg.task, pa.int64())
 
     def add(batch):
         n = batch.num_rows
-        ages = np.asarray(batch.column(batch.schema.get_field_index("age")).flatten())
-        labels = batch.column(batch.schema.get_field_index(label_col)).flatten().to_pylist()
-        if len(ages) != n or len(labels) != n:
-            raise ValueError(f"{dataset}: every example needs exactly one `age` and one "
-                             f"`{label_col}` value; found {len(ages)} and {len(labels)} for {n} rows")
-        extra = {
-            DATASET_KEY: pa.array([[dataset.encode()]] * n, pa.list_(pa.binary())),
-            AGE_BUCKET_KEY: pa.array([[age_bucket(a, boundaries).encode()] for a in ages],
-                                     pa.list_(pa.binary())),
-            LABEL_KEY: pa.array([[int(v == positive)] for v in labels], pa.list_(pa.int64())),
-        }
+        extra = {DATASET_KEY: pa.array([[dataset.encode()]] * n, pa.list_(pa.binary()))}
+        for name, column, boundaries, col in features:
+            raw = _column(batch, column, col.nullable, dataset)
+            extra[name] = pa.array([[b.encode()] for b in
+                                    bucketize(raw, boundaries, col.type == "int")],
+                                   pa.list_(pa.binary()))
+        labels = encode_labels(cfg, _column(batch, label_col, False, dataset))
+        extra[LABEL_KEY] = pa.array([[v] for v in labels], pa.list_(label_type))
         return pa.RecordBatch.from_arrays(list(batch.columns) + list(extra.values()),
                                           list(batch.schema.names) + list(extra))
 
@@ -149,18 +277,26 @@ def run(cfg: PipelineConfig, datasets: dict[str, list[str]], candidate_dir: str,
                 file_pattern=patterns, raw_record_column_name=tfma.ARROW_INPUT_COLUMN,
                 telemetry_descriptors=["pipelines", "evaluate"])
             parts.append(p | f"Read[{name}]" >> source.BeamSource()
-                         | f"AddColumns[{name}]" >> beam.Map(_add_columns(cfg, name)))
+                         | f"AddColumns[{name}]" >> beam.Map(add_columns(cfg, name)))
         _ = (parts | "Flatten" >> beam.Flatten()
              | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
                  eval_shared_model=models if len(models) > 1 else models[0],
                  eval_config=config, output_path=str(output_path)))
 
 
-def _number(value) -> float | None:
-    if value.WhichOneof("type") != "double_value":
-        return None
-    v = value.double_value.value
-    return None if math.isnan(v) else v
+def _value(value):
+    """A TFMA MetricValue as a float (NaN kept: derive() says why) or a numpy array, else None."""
+    import numpy as np
+
+    kind = value.WhichOneof("type")
+    if kind == "double_value":
+        return value.double_value.value
+    if kind == "array_value":
+        a = value.array_value
+        data = {a.FLOAT64: a.float64_values, a.FLOAT32: a.float32_values,
+                a.INT64: a.int64_values, a.INT32: a.int32_values}.get(a.data_type)
+        return None if data is None else np.asarray(data, dtype=float).reshape(tuple(a.shape))
+    return None
 
 
 def _slice(slice_key) -> tuple[str, dict[str, str]]:
@@ -179,27 +315,229 @@ def slice_name(features: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in features.items()) or "overall"
 
 
-def load_rows(cfg: PipelineConfig, output_path: Path) -> list[dict[str, Any]]:
-    """TFMA's metrics as rows: dataset, slice, and per model a dict of our metric names."""
+def _finite(v) -> bool:
+    return v is not None and not (isinstance(v, float) and math.isnan(v))
+
+
+def _derive_binary(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    out = {ours: raw.get(tfma_name) for tfma_name, ours in BINARY_METRIC_NAMES.items()}
+    undefined: dict[str, str] = {}
+    n, ml = raw.get("example_count"), raw.get("mean_label")
+    if _finite(n) and _finite(ml):
+        pos = round(ml * n)
+        neg = round(n - pos)
+        if pos == 0 or neg == 0:
+            one = f"the slice holds one class only ({pos} positive, {neg} negative)"
+            undefined["auc"] = f"{one}: ROC AUC needs both"
+        if pos == 0:
+            for m in ("auc_pr", "recall", "fnr", "calibration"):
+                undefined[m] = f"no positive example on this slice ({neg} negative)"
+        if neg == 0:
+            undefined["fpr"] = f"no negative example on this slice ({pos} positive)"
+    for m, v in out.items():
+        if m not in undefined and not _finite(v):
+            undefined[m] = {"precision": "no example predicted positive on this slice"}.get(
+                m, "not defined on this slice (TFMA gave no number)")
+    return {m: (None if m in undefined else v) for m, v in out.items()}, undefined
+
+
+def _derive_multiclass(raw: dict[str, Any], classes: list) -> tuple[dict[str, Any], dict[str, str]]:
+    import numpy as np
+
+    from pipelines.tfma_metrics import MULTICLASS
+
+    cm = raw.get(f"{MULTICLASS}_confusion")
+    aucs = raw.get(f"{MULTICLASS}_auc")
+    out: dict[str, Any] = {"example_count": raw.get("example_count")}
+    undefined: dict[str, str] = {}
+    if cm is None or aucs is None:
+        for m in METRICS["multiclass"][1:]:
+            out[m], undefined[m] = None, "the multiclass statistics are missing from TFMA's output"
+        return out, undefined
+    cm = np.asarray(cm).reshape(len(classes), len(classes))
+    n, counts, predicted = cm.sum(), cm.sum(axis=1), cm.sum(axis=0)
+    out["accuracy"] = float(np.trace(cm) / n) if n else None
+    recalls, slice_aucs = [], []
+    for i, c in enumerate(classes):
+        name = str(c)
+        if predicted[i]:
+            out[f"precision[{name}]"] = float(cm[i, i] / predicted[i])
+        else:
+            out[f"precision[{name}]"] = None
+            undefined[f"precision[{name}]"] = f"no example predicted {name} on this slice"
+        if counts[i]:
+            out[f"recall[{name}]"] = float(cm[i, i] / counts[i])
+            recalls.append(out[f"recall[{name}]"])
+        else:
+            out[f"recall[{name}]"] = None
+            undefined[f"recall[{name}]"] = f"no example of class {name} on this slice"
+        if 0 < counts[i] < n and not math.isnan(aucs[i]):
+            out[f"auc[{name}]"] = float(aucs[i])
+            slice_aucs.append(float(aucs[i]))
+        else:
+            out[f"auc[{name}]"] = None
+            undefined[f"auc[{name}]"] = (f"no example of class {name} on this slice" if not counts[i]
+                                         else f"every example on this slice is class {name}")
+    present = [str(c) for i, c in enumerate(classes) if counts[i]]
+    out["macro_recall"] = float(np.mean(recalls)) if recalls else None
+    out["macro_auc"] = float(np.mean(slice_aucs)) if slice_aucs else None
+    if not slice_aucs:
+        undefined["macro_auc"] = (f"the slice holds one class only ({', '.join(present)}): "
+                                  "one-vs-rest AUC needs two")
+    if not recalls:
+        undefined["macro_recall"] = "no example on this slice"
+    ll = raw.get(f"{MULTICLASS}_log_loss")
+    out["log_loss"] = float(ll) if _finite(ll) else None
+    if out["log_loss"] is None:
+        undefined["log_loss"] = "no example on this slice"
+    if out["accuracy"] is None:
+        undefined["accuracy"] = "no example on this slice"
+    return out, undefined
+
+
+def _derive_regression(raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    from pipelines.tfma_metrics import REGRESSION
+
+    sums = raw.get(f"{REGRESSION}_sums")
+    out: dict[str, Any] = {"example_count": raw.get("example_count")}
+    if sums is None or not sums[0]:
+        reason = "no example on this slice" if sums is not None else \
+            "the regression statistics are missing from TFMA's output"
+        return ({**out, **{m: None for m in METRICS["regression"][1:]}},
+                {m: reason for m in METRICS["regression"][1:]})
+    n, sy, syy, sp, sr, sabs, srr = (float(x) for x in sums)
+    sst = syy - sy * sy / n
+    out.update(mae=sabs / n, rmse=math.sqrt(srr / n), mean_label=sy / n, mean_prediction=sp / n,
+               mean_residual=sr / n)
+    undefined: dict[str, str] = {}
+    if sst <= 1e-12 * max(syy, 1.0):
+        out["r2"] = None
+        undefined["r2"] = (f"the label is constant on this slice ({sy / n:g} for all {n:.0f} "
+                           "examples): R² needs a label variance")
+    else:
+        out["r2"] = 1.0 - srr / sst
+    return out, undefined
+
+
+def derive(cfg: PipelineConfig, raw: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """One model's named metrics on one slice from TFMA's raw values (``raw``: TFMA metric name
+    -> float or array), and why each undefined one is undefined (metric -> reason)."""
+    if cfg.task == "binary":
+        return _derive_binary(raw)
+    if cfg.task == "multiclass":
+        return _derive_multiclass(raw, list(cfg.label.classes))
+    return _derive_regression(raw)
+
+
+def _raw_metrics(output_path: Path):
+    """(dataset, slice features, {model: {TFMA metric name: value}}) per slice of TFMA's output."""
     import tensorflow_model_analysis as tfma
 
-    rows = []
     for m in tfma.load_metrics(str(output_path)):
         dataset, features = _slice(m.slice_key)
-        row: dict[str, Any] = {"dataset": dataset, "spec": sorted(features), "slice": features,
-                               "name": slice_name(features), CANDIDATE: {}}
+        per_model: dict[str, dict[str, Any]] = {}
         for kv in m.metric_keys_and_values:
-            ours = METRIC_NAMES.get(kv.key.name)
-            if ours is None or kv.key.is_diff:
+            if kv.key.is_diff:
                 continue
-            row.setdefault(kv.key.model_name or CANDIDATE, {})[ours] = _number(kv.value)
+            per_model.setdefault(kv.key.model_name or CANDIDATE, {})[kv.key.name] = \
+                _value(kv.value)
+        yield dataset, features, per_model
+
+
+def load_rows(cfg: PipelineConfig, output_path: Path) -> list[dict[str, Any]]:
+    """TFMA's metrics as rows: dataset, slice, per model a dict of our metric names (None where
+    undefined), and ``undefined``: per model, metric -> why it is undefined on this slice."""
+    rows = []
+    for dataset, features, per_model in _raw_metrics(output_path):
+        row: dict[str, Any] = {"dataset": dataset, "spec": sorted(features), "slice": features,
+                               "name": slice_name(features), CANDIDATE: {}, "undefined": {}}
+        for model, raw in sorted(per_model.items()):
+            row[model], why = derive(cfg, raw)
+            if why:
+                row["undefined"][model] = why
         rows.append(row)
     order = {tuple(sorted(s)): i for i, s in enumerate(cfg.evaluation.slices)}
     rows.sort(key=lambda r: (r["dataset"], order.get(tuple(r["spec"]), 99), r["name"]))
     return rows
 
 
-def load_curves(output_path: Path, decision_threshold: float) -> dict[str, Any]:
+def _merge_bins(bins: list[dict[str, float]], groups: int) -> list[dict[str, float]]:
+    """Adjacent non-empty bins merged into about ``groups`` groups of similar counts."""
+    total = sum(b["count"] for b in bins)
+    out: list[dict[str, float]] = []
+    cur: dict[str, float] | None = None
+    for b in bins:
+        if not b["count"]:
+            continue
+        if cur is None:
+            cur = dict(b)
+        else:
+            cur["high"] = b["high"]
+            for k in b:
+                if k not in ("low", "high"):
+                    cur[k] += b[k]
+        if cur["count"] >= total / groups:
+            out.append(cur)
+            cur = None
+    if cur is not None:
+        out.append(cur)
+    return out
+
+
+def _regression_curves(raw: dict[str, Any]) -> dict[str, Any]:
+    from pipelines.tfma_metrics import REGRESSION, value_bin_edges
+
+    edges = value_bin_edges()
+    by_pred, resid = raw.get(f"{REGRESSION}_by_prediction"), raw.get(f"{REGRESSION}_residuals")
+    out: dict[str, Any] = {}
+    if by_pred is not None:
+        by_pred = by_pred.reshape(len(edges), 3)
+        bins = [{"low": lo, "high": hi, "count": float(c), "sum_label": float(y),
+                 "sum_prediction": float(p)} for (lo, hi), (c, y, p) in zip(edges, by_pred,
+                                                                             strict=True)]
+        out["calibration"] = [
+            {"low": b["low"], "high": b["high"], "count": b["count"],
+             "mean_label": b["sum_label"] / b["count"],
+             "mean_prediction": b["sum_prediction"] / b["count"]}
+            for b in _merge_bins(bins, REGRESSION_PLOT_BUCKETS)]
+    if resid is not None:
+        bins = [{"low": lo, "high": hi, "count": float(c)}
+                for (lo, hi), c in zip(edges, resid.ravel(), strict=True)]
+        out["residuals"] = _merge_bins(bins, 2 * REGRESSION_PLOT_BUCKETS)
+    for b in out.get("calibration", []) + out.get("residuals", []):
+        b["low"] = None if math.isinf(b["low"]) else b["low"]
+        b["high"] = None if math.isinf(b["high"]) else b["high"]
+    return out
+
+
+def load_curves(cfg: PipelineConfig, output_path: Path) -> dict[str, Any]:
+    """The plots of the overall slice of each dataset, per model.
+
+    binary: ROC points, calibration buckets, confusion matrices at a few thresholds; multiclass:
+    the confusion matrix (rows true class, columns predicted class, in label.classes order);
+    regression: mean label vs mean prediction per prediction bucket, and the residual histogram.
+    """
+    curves: dict[str, Any] = {}
+    if cfg.task == "binary":
+        return _binary_curves(output_path, cfg.evaluation.decision_threshold)
+    from pipelines.tfma_metrics import MULTICLASS
+
+    for dataset, features, per_model in _raw_metrics(output_path):
+        if features:
+            continue
+        for model, raw in per_model.items():
+            out = curves.setdefault(dataset, {}).setdefault(model, {})
+            if cfg.task == "multiclass":
+                cm = raw.get(f"{MULTICLASS}_confusion")
+                if cm is not None:
+                    out["confusion_matrix"] = {"classes": [str(c) for c in cfg.label.classes],
+                                               "matrix": cm.tolist()}
+            else:
+                out.update(_regression_curves(raw))
+    return curves
+
+
+def _binary_curves(output_path: Path, decision_threshold: float) -> dict[str, Any]:
     """ROC points, calibration buckets and confusion matrices of the overall slice of each dataset."""
     import tensorflow_model_analysis as tfma
 

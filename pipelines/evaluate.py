@@ -69,7 +69,8 @@ def load(evaluation_uri: str | Path) -> dict[str, Any]:
 
 
 def summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """The overall row of each dataset, per model: the small `metrics` of the step result."""
+    """The overall row of each dataset, per model: the small `metrics` of the step result (a
+    metric undefined there is None; the record's rows say why)."""
     return {r["dataset"]: {k: r[k] for k in ("candidate", "baseline") if k in r}
             for r in rows if not r["slice"]}
 
@@ -106,16 +107,20 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
                       tmp / "tfma")
         tfma_seconds = time.perf_counter() - start
         rows = eval_tfma.load_rows(cfg, tmp / "tfma")
-        curves = eval_tfma.load_curves(tmp / "tfma", cfg.evaluation.decision_threshold)
+        curves = eval_tfma.load_curves(cfg, tmp / "tfma")
         blessed, reasons, checks = blessing.decide(cfg, rows, thresholds, baseline is not None)
         record = {
             "evaluation_id": evaluation_id, "pipeline": cfg.name, "created_at": utcnow(),
             "run_id": ctx.run_id, "config_sha256": cfg.sha256,
             "model": {"uri": str(model_uri), "saved_model": str(candidate), "sha256": model_sha},
             "baseline": baseline, "data": data_info,
+            "task": cfg.task, "label": cfg.label.model_dump(mode="json"),
             "decision_threshold": cfg.evaluation.decision_threshold,
             "min_slice_size": cfg.evaluation.min_slice_size, "slices": cfg.evaluation.slices,
             "thresholds": thresholds, "threshold_overrides": threshold_overrides or {},
+            "gates": [vars(g) for g in cfg.gates],
+            "fairness": (cfg.evaluation.fairness.model_dump()
+                         if cfg.evaluation.fairness is not None else None),
             "blessed": blessed, "reasons": reasons, "checks": checks,
             "metrics": summary(rows), "rows": rows, "curves": curves,
             "timing": {"tfma_seconds": round(tfma_seconds, 2)},

@@ -1,4 +1,8 @@
-"""Unit tests of the gate logic (pipelines.blessing) on hand-made TFMA rows: no TensorFlow."""
+"""Unit tests of the gate logic (pipelines.blessing) on hand-made TFMA rows, per task: no TensorFlow.
+
+The gates come from config.GATES through the config's evaluation.thresholds; the rows have the
+shape eval_tfma.load_rows writes (metrics per model, None plus a reason where undefined).
+"""
 
 from __future__ import annotations
 
@@ -6,71 +10,190 @@ import pytest
 
 from pipelines import blessing
 from pipelines.common import UsageError
+from tests.eval.conftest import task_config
 
 
-def _row(dataset, slice_=None, n=1000, auc=0.93, fnr=0.3, base_auc=None):
+def _row(dataset, slice_=None, n=1000, base=None, undefined=None, **metrics):
     slice_ = slice_ or {}
     row = {"dataset": dataset, "spec": sorted(slice_), "slice": slice_,
            "name": ", ".join(f"{k}={v}" for k, v in slice_.items()) or "overall",
-           "candidate": {"example_count": n, "auc": auc, "fnr": fnr}}
-    if base_auc is not None:
-        row["baseline"] = {"example_count": n, "auc": base_auc, "fnr": fnr}
+           "candidate": {"example_count": n, **metrics}, "undefined": {}}
+    if base is not None:
+        row["baseline"] = {"example_count": n, **base}
+    if undefined:
+        row["undefined"]["candidate"] = undefined
+        for m in undefined:
+            row["candidate"][m] = None
     return row
 
 
-def _rows(**kw):
-    return [_row("golden", base_auc=kw.get("base")),
-            _row("golden", {"sex": "Female"}, fnr=kw.get("fnr_f", 0.45)),
-            _row("golden", {"sex": "Male"}, fnr=0.35),
-            _row("golden", {"race": "Other"}, n=50, auc=0.6),
-            _row("golden", {"age_bucket": "65+"}, n=500, auc=kw.get("age_auc", 0.9))]
+# --- binary (configs/adult.yaml: overall_auc_min 0.90, slice_auc_min 0.84, auc_max_drop 0.005,
+#     fairness fnr gap across sex <= 0.20) ---
+
+def _binary_rows(base=None, fnr_f=0.45, age_auc=0.9):
+    return [_row("golden", auc=0.93, fnr=0.3, base={"auc": base, "fnr": 0.3} if base else None),
+            _row("golden", {"sex": "Female"}, auc=0.93, fnr=fnr_f),
+            _row("golden", {"sex": "Male"}, auc=0.93, fnr=0.35),
+            _row("golden", {"race": "Other"}, n=50, auc=0.6, fnr=0.3),
+            _row("golden", {"age_bucket": "65+"}, n=500, auc=age_auc, fnr=0.3)]
 
 
-def test_good_candidate_is_blessed_and_small_slices_are_reported_not_gated(adult_cfg):
+def test_binary_good_candidate_is_blessed_and_small_slices_are_reported_not_gated(adult_cfg):
     th = blessing.effective_thresholds(adult_cfg, None)
-    blessed, reasons, checks = blessing.decide(adult_cfg, _rows(), th, has_baseline=False)
+    blessed, reasons, checks = blessing.decide(adult_cfg, _binary_rows(), th, has_baseline=False)
     assert blessed, reasons
     small = [c for c in checks if c["slice"] == "race=Other"]
     assert small[0]["passed"] is None and "min_slice_size" in small[0]["note"]
-    assert {c["threshold"] for c in checks} >= {"overall_auc_min", "slice_auc_min", "fnr_gap_max"}
+    assert {c["threshold"] for c in checks} == {"overall_auc_min", "slice_auc_min",
+                                                "auc_max_drop", "fairness_max_gap"}
 
 
-def test_failing_slice_is_named(adult_cfg):
+def test_binary_failing_slice_is_named(adult_cfg):
     th = blessing.effective_thresholds(adult_cfg, None)
-    blessed, reasons, _ = blessing.decide(adult_cfg, _rows(age_auc=0.8), th, has_baseline=False)
+    blessed, reasons, _ = blessing.decide(adult_cfg, _binary_rows(age_auc=0.8), th, False)
     assert not blessed and len(reasons) == 1 and "age_bucket=65+" in reasons[0]
 
 
-def test_change_threshold_and_fairness_gap(adult_cfg):
+def test_binary_change_threshold_and_fairness_gap(adult_cfg):
     th = blessing.effective_thresholds(adult_cfg, None)
-    blessed, reasons, _ = blessing.decide(adult_cfg, _rows(base=0.94, fnr_f=0.6), th, True)
+    blessed, reasons, _ = blessing.decide(adult_cfg, _binary_rows(base=0.94, fnr_f=0.6), th, True)
     assert not blessed
     assert any("auc_max_drop" in r for r in reasons)
-    assert any("fnr_gap_max" in r and "sex=Female" in r for r in reasons)
+    assert any("fairness_max_gap" in r and "sex=Female" in r for r in reasons)
+
+
+def test_undefined_metric_on_a_one_class_slice_is_not_gated(adult_cfg):
+    why = "the slice holds one class only (0 positive, 400 negative): ROC AUC needs both"
+    rows = _binary_rows() + [_row("golden", {"race": "Amer-Indian-Eskimo"}, n=400, fnr=None,
+                                  undefined={"auc": why})]
+    th = blessing.effective_thresholds(adult_cfg, None)
+    blessed, reasons, checks = blessing.decide(adult_cfg, rows, th, has_baseline=False)
+    assert blessed, reasons
+    check = next(c for c in checks if c["slice"] == "race=Amer-Indian-Eskimo")
+    assert check["passed"] is None and check["value"] is None and why in check["note"]
 
 
 def test_no_thresholds_is_never_blessed(adult_cfg):
     cfg = adult_cfg.model_copy(update={"evaluation": adult_cfg.evaluation.model_copy(
-        update={"thresholds": None})})
+        update={"thresholds": {}})})
     th = blessing.effective_thresholds(cfg, None)
-    blessed, reasons, checks = blessing.decide(cfg, _rows(), th, has_baseline=False)
+    blessed, reasons, checks = blessing.decide(cfg, _binary_rows(), th, has_baseline=False)
     assert th is None and not blessed and not checks and "no thresholds" in reasons[0]
+
+
+def test_nothing_judged_is_not_blessed(adult_cfg):
+    th = blessing.effective_thresholds(adult_cfg, None)
+    rows = [_row("golden", {"race": "Other"}, n=50, auc=0.99, fnr=0.1)]
+    blessed, reasons, _ = blessing.decide(adult_cfg, rows, th, has_baseline=False)
+    assert not blessed and "no threshold could be judged" in reasons[-1]
+
+
+# --- multiclass ---
+
+def test_multiclass_gates(multiclass_cfg):
+    th = blessing.effective_thresholds(multiclass_cfg, None)
+    good = [_row("eval", accuracy=0.86, macro_auc=0.8, base={"accuracy": 0.85, "macro_auc": 0.8}),
+            _row("eval", {"sex": "Female"}, accuracy=0.85),
+            _row("eval", {"sex": "Male"}, accuracy=0.88),
+            _row("eval", {"age_bucket": "65+"}, n=120, accuracy=0.2)]
+    blessed, reasons, checks = blessing.decide(multiclass_cfg, good, th, has_baseline=True)
+    assert blessed, reasons
+    assert {c["threshold"] for c in checks} == {"overall_accuracy_min", "slice_accuracy_min",
+                                                "overall_macro_auc_min", "accuracy_max_drop",
+                                                "fairness_max_gap"}
+    bad = [_row("eval", accuracy=0.83, macro_auc=0.55, base={"accuracy": 0.85, "macro_auc": 0.8}),
+           _row("eval", {"sex": "Female"}, accuracy=0.69),
+           _row("eval", {"sex": "Male"}, accuracy=0.9)]
+    blessed, reasons, _ = blessing.decide(multiclass_cfg, bad, th, has_baseline=True)
+    text = "\n".join(reasons)
+    assert not blessed
+    for name in ("overall_macro_auc_min", "accuracy_max_drop", "slice_accuracy_min",
+                 "fairness_max_gap"):
+        assert name in text, text
+    assert "overall_accuracy_min" not in text and "sex=Female" in text
+
+
+def test_multiclass_fairness_skips_undefined_and_small_slices(multiclass_cfg):
+    th = blessing.effective_thresholds(multiclass_cfg, None)
+    rows = [_row("eval", accuracy=0.9, macro_auc=0.9),
+            _row("eval", {"sex": "Female"}, accuracy=0.9),
+            _row("eval", {"sex": "Male"}, n=20, accuracy=0.1)]
+    _, _, checks = blessing.decide(multiclass_cfg, rows, th, has_baseline=False)
+    fair = next(c for c in checks if c["threshold"] == "fairness_max_gap")
+    assert fair["passed"] is None and "fewer than two" in fair["note"] and "sex=Male" in fair["note"]
+
+
+# --- regression: ceilings (<=) ---
+
+def test_regression_gates_are_ceilings_and_floors(regression_cfg):
+    th = blessing.effective_thresholds(regression_cfg, None)
+    rows = [_row("golden", rmse=11.0, r2=0.2, mae=8.0, base={"rmse": 10.8}),
+            _row("golden", {"sex": "Female"}, rmse=10.0, mae=7.5),
+            _row("golden", {"sex": "Male"}, rmse=12.0, mae=8.5)]
+    blessed, reasons, checks = blessing.decide(regression_cfg, rows, th, has_baseline=True)
+    assert blessed, reasons
+    change = next(c for c in checks if c["threshold"] == "rmse_max_increase")
+    assert change["op"] == "<=" and change["bound"] == 0.5 and change["value"] == pytest.approx(0.2)
+    rows[0]["candidate"].update(rmse=12.5, r2=0.05)
+    rows[2]["candidate"]["rmse"] = 15.0
+    blessed, reasons, _ = blessing.decide(regression_cfg, rows, th, has_baseline=True)
+    text = "\n".join(reasons)
+    assert not blessed
+    assert "rmse 12.5000 > 12.0000 (overall_rmse_max)" in text
+    assert "r2 0.0500 < 0.1000 (overall_r2_min)" in text
+    assert "rmse_max_increase" in text and "sex=Male" in text and "slice_rmse_max" in text
+
+
+def test_regression_undefined_r2_is_not_gated(regression_cfg):
+    th = blessing.effective_thresholds(regression_cfg, None)
+    why = "the label is constant on this slice (40 for all 300 examples): R² needs a label variance"
+    rows = [_row("eval", rmse=11.0, mae=8.0, undefined={"r2": why})]
+    blessed, reasons, checks = blessing.decide(regression_cfg, rows, th, has_baseline=False)
+    r2 = next(c for c in checks if c["threshold"] == "overall_r2_min")
+    assert r2["passed"] is None and why in r2["note"]
+    assert blessed, reasons
+
+
+# --- fairness off by default, overrides ---
+
+def test_fairness_is_off_unless_configured(adult_cfg):
+    cfg = adult_cfg.model_copy(update={"evaluation": adult_cfg.evaluation.model_copy(
+        update={"fairness": None})})
+    th = blessing.effective_thresholds(cfg, None)
+    assert "fairness_max_gap" not in th
+    _, _, checks = blessing.decide(cfg, _binary_rows(fnr_f=0.9), th, has_baseline=False)
+    assert not [c for c in checks if c["kind"] == "fairness"]
+    assert task_config("regression", fairness=None).evaluation.fairness is None
 
 
 @pytest.mark.parametrize("overrides, message", [
     ({"slice_auc_min": 0.5}, "outside its allowed range"),
-    ({"auc_min": 0.9}, "not a threshold"),
+    ({"auc_min": 0.9}, "not a threshold of task binary"),
+    ({"overall_rmse_max": 10.0}, "it is a regression threshold"),
+    ({"overall_accuracy_min": 0.9}, "it is a multiclass threshold"),
     ({"overall_auc_min": "0.9"}, "not a finite number"),
     ({"overall_auc_min": float("nan")}, "not a finite number"),
+    ({"fairness_max_gap": 0.5}, "outside its allowed range"),
 ])
-def test_overrides_outside_bounds_are_rejected(adult_cfg, overrides, message):
+def test_overrides_outside_bounds_or_of_another_task_are_rejected(adult_cfg, overrides, message):
     with pytest.raises(UsageError, match=message):
         blessing.effective_thresholds(adult_cfg, overrides)
 
 
-def test_override_within_bounds_applies(adult_cfg):
-    th = blessing.effective_thresholds(adult_cfg, {"slice_auc_min": 0.8})
+def test_a_binary_threshold_is_refused_for_a_regression_pipeline(regression_cfg):
+    with pytest.raises(UsageError, match="slice_auc_min.*it is a binary threshold"):
+        blessing.effective_thresholds(regression_cfg, {"slice_auc_min": 0.8})
+    with pytest.raises(UsageError, match="may not be overridden"):
+        blessing.effective_thresholds(regression_cfg, {"overall_r2_min": 0.3})
+
+
+def test_override_within_bounds_applies(adult_cfg, multiclass_cfg):
+    th = blessing.effective_thresholds(adult_cfg, {"slice_auc_min": 0.8, "fairness_max_gap": 0.1})
     assert th["slice_auc_min"] == 0.8 and th["overall_auc_min"] == 0.90
+    assert th["fairness_max_gap"] == 0.1
+    th = blessing.effective_thresholds(multiclass_cfg, {"slice_accuracy_min": 0.6})
+    assert th == {"overall_accuracy_min": 0.8, "slice_accuracy_min": 0.6,
+                  "overall_macro_auc_min": 0.6, "accuracy_max_drop": 0.01, "fairness_max_gap": 0.1}
 
 
 @pytest.mark.parametrize("flag", ["slice_auc_min=0.5", "slice_auc_min", "fairness_feature=1"])
