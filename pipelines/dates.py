@@ -16,7 +16,7 @@ DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _DATE = re.compile(DATE_PATTERN)
 
 
-def parse_date(value: Any, what: str = "date") -> dt.date | None:
+def parse_date(value: Any, what: str = "the value") -> dt.date | None:
     """``value`` as a date: ``None`` or ``""`` give ``None``; a date or datetime is kept (its day).
 
     Args:
