@@ -14,11 +14,19 @@ import datetime as dt
 from typing import Any
 
 from pipelines.common import UsageError
-from pipelines.config import PipelineConfig
+from pipelines.config import FAIRNESS_GATE, PipelineConfig
 from pipelines.dates import DATE_PATTERN, parse_date
 
 SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"
+
+
+def configured_threshold(cfg: PipelineConfig, name: str) -> float | None:
+    """The configured value of a threshold (a gate of config.GATES or fairness_max_gap)."""
+    ev = cfg.evaluation
+    if name == FAIRNESS_GATE:
+        return ev.fairness.max_gap if ev.fairness is not None else None
+    return ev.thresholds.get(name)
 
 
 def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
@@ -48,7 +56,7 @@ def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
         },
     }
     for name, (low, high) in sorted(cfg.evaluation.override_bounds.items()):
-        current = getattr(cfg.evaluation.thresholds, name, None) if cfg.evaluation.thresholds else None
+        current = configured_threshold(cfg, name)
         schemas[THRESHOLD_PREFIX + name] = {
             "default": None,
             "type": ["null", "number"],

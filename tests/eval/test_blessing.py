@@ -210,3 +210,19 @@ def test_cli_rejects_bad_threshold_override_with_exit_2(tmp_path, flag):
         env={"PATH": "/usr/bin:/bin", "PIPELINES_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT)})
     assert proc.returncode == 2, proc.stderr
     assert "threshold" in proc.stderr
+
+
+def test_trigger_params_are_the_override_bounds_with_the_configured_values(multiclass_cfg):
+    import datetime as dt
+
+    from pipelines.params import param_schemas, resolve_params
+
+    schemas = param_schemas(multiclass_cfg)
+    assert {k for k in schemas if k.startswith("threshold_")} == {
+        "threshold_slice_accuracy_min", "threshold_fairness_max_gap"}
+    assert "(config: 0.7)" in schemas["threshold_slice_accuracy_min"]["description"]
+    assert "(config: 0.1)" in schemas["threshold_fairness_max_gap"]["description"]
+    assert schemas["threshold_fairness_max_gap"]["maximum"] == 0.3
+    p = resolve_params(multiclass_cfg, {"threshold_fairness_max_gap": 0.2}, dt.date(2026, 11, 20))
+    assert blessing.effective_thresholds(multiclass_cfg, p["threshold_overrides"])[
+        "fairness_max_gap"] == 0.2
