@@ -91,7 +91,9 @@ def test_first_model_is_promoted_on_absolute_thresholds(adult_cfg, eval_home, fi
     golden_all = next(r for r in record["rows"] if r["dataset"] == "golden" and not r["slice"])
     assert golden_all["candidate"]["example_count"] > 16000
     assert set(golden_all["candidate"]) >= {"auc", "auc_pr", "accuracy", "precision", "recall",
-                                            "f1", "calibration", "log_loss", "fpr", "fnr"}
+                                            "f1", "calibration", "log_loss", "fpr", "fnr",
+                                            "positive_rate", "mean_label", "mean_prediction"}
+    assert not golden_all["undefined"]  # every metric is defined on the whole golden set
     assert record["curves"]["golden"]["candidate"]["confusion_matrices"]
     assert promo["promoted"] and promo["version"] == 1 and promo["previous_version"] is None
     check = promo["infra_check"]
@@ -128,8 +130,7 @@ def test_single_failing_slice_is_rejected_and_named(adult_cfg, ctx, tmp_path, tr
                    and c["dataset"] == "eval")
     (low, dataset, weakest), (second, _, _) = gated[0], gated[1]
     assert second - low > 1e-3, "need a gap between the two weakest slices to place the bound"
-    thresholds = adult_cfg.evaluation.thresholds.model_copy(
-        update={"slice_auc_min": round((low + second) / 2, 4)})
+    thresholds = {**adult_cfg.evaluation.thresholds, "slice_auc_min": round((low + second) / 2, 4)}
     cfg = adult_cfg.model_copy(update={"evaluation": adult_cfg.evaluation.model_copy(
         update={"thresholds": thresholds})})
     ev = evaluate(cfg, tmp_path, ctx, model_uri=trained["model_uri"],
