@@ -118,7 +118,7 @@ def check_sha256(path: Path, expected: str, what: str) -> str:
     actual = sha256_file(path)
     if actual != expected:
         raise PipelineError(
-            f"{path}: sha256 {actual} differs from the expected {expected} ({what}); refusing to "
+            f"{path}: sha256 {actual} differs from the published {expected} ({what}); refusing to "
             "stage data whose origin cannot be proven")
     return actual
 

