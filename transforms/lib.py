@@ -138,7 +138,7 @@ def clean_string(x: tf.Tensor | tf.SparseTensor, missing_marker: str = "") -> tf
 
 
 def categorical_ids(x: tf.Tensor | tf.SparseTensor, name: str, *, missing_marker: str = "",
-                    num_oov_buckets: int = 1, frequency_threshold: int = 0) -> tf.Tensor:
+                    num_oov_buckets: int = 1, frequency_threshold: int | None = None) -> tf.Tensor:
     """int64 ``[batch]`` vocabulary ids of a string (or integer) column, nullable or not.
 
     Missing values get the reserved id 0 (MISSING_TOKEN), whether or not the train split held
