@@ -34,21 +34,35 @@ EXPECTED_OUTPUTS = {"binary": {"probabilities"},
 N_EVAL = 100_000  # every eval row
 
 
-@pytest.fixture(scope="module", params=["binary", "multiclass", "regression"])
-def task_model(request, adult_cfg, pipeline_home, snapshot):
-    """(cfg, transform result, train result, seconds) for one task type."""
+@pytest.fixture(scope="module")
+def build(adult_cfg, pipeline_home, snapshot):
+    """build(task) -> (cfg, transform result, train result), each task transformed and trained once."""
     from pipelines.preprocess import transform
     from pipelines.train import train
 
-    cfg = task_config(adult_cfg, request.param)
-    t0 = time.perf_counter()
-    xf = transform(cfg, pipeline_home, CTX, snapshot_uris=[snapshot["uri"]])
-    t1 = time.perf_counter()
-    trained = train(cfg, pipeline_home, CTX, transform_uri=xf["transform_uri"])
-    t2 = time.perf_counter()
-    print(f"\n{cfg.task}: transform {t1 - t0:.1f} s, train {t2 - t1:.1f} s, "
-          f"{trained['headline_metric']} {trained['metrics'][trained['headline_metric']]:.4f}")
-    return cfg, xf, trained
+    built: dict[str, tuple] = {}
+
+    def _build(task: str):
+        if task not in built:
+            cfg = task_config(adult_cfg, task)
+            t0 = time.perf_counter()
+            xf = transform(cfg, pipeline_home, CTX, snapshot_uris=[snapshot["uri"]])
+            t1 = time.perf_counter()
+            trained = train(cfg, pipeline_home, CTX, transform_uri=xf["transform_uri"])
+            t2 = time.perf_counter()
+            head = trained["headline_metric"]
+            print(f"\n{task}: transform {t1 - t0:.1f} s, train {t2 - t1:.1f} s "
+                  f"({trained['metrics']['epochs_run']} epochs), {head} "
+                  f"{trained['metrics'][head]:.4f}")
+            built[task] = (cfg, xf, trained)
+        return built[task]
+
+    return _build
+
+
+@pytest.fixture(scope="module", params=["binary", "multiclass", "regression"])
+def task_model(request, build):
+    return build(request.param)
 
 
 @pytest.fixture(scope="module")
@@ -141,7 +155,7 @@ def test_curves_plot_the_task_headline(task_model):
     assert Path(trained["curves_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_a_transform_reading_an_excluded_column_is_refused_by_name(adult_cfg, task_model,
+def test_a_transform_reading_an_excluded_column_is_refused_by_name(adult_cfg, build,
                                                                    pipeline_home):
     """tiny_transform reads occupation: excluding it must stop training and export, naming it."""
     import tensorflow_transform as tft
@@ -149,9 +163,7 @@ def test_a_transform_reading_an_excluded_column_is_refused_by_name(adult_cfg, ta
     from pipelines import model as model_lib
     from pipelines.train import check_serving_inputs, train
 
-    cfg, xf, _ = task_model
-    if cfg.task != "multiclass":
-        pytest.skip("one task is enough: the check does not depend on the head")
+    cfg, xf, _ = build("multiclass")
     bad = task_config(adult_cfg, cfg.task, excluded=[*TASK_EXCLUDED[cfg.task], "occupation"])
     tft_output = tft.TFTransformOutput(xf["transform_graph_uri"])
     numeric, categorical = model_lib.split_features(tft_output, model_lib.label_key(bad))
@@ -189,3 +201,19 @@ def test_infra_check_per_task(task_model, snapshot, tmp_path):
         assert fresh["passed"], fresh["reasons"]
         assert fresh["examples"] < 10_000_000 and "fewer than the 10000000 asked" in fresh["notes"][0]
         assert fresh["output_shapes"]["probabilities"] == [fresh["examples"], len(classes)]
+
+
+def test_warm_start_from_another_task_keeps_the_head_fresh_and_says_so(adult_cfg, build,
+                                                                       tmp_path):
+    """Binary model -> multiclass model: the 1-unit head cannot fill the 6-unit one."""
+    _, _, binary = build("binary")
+    cfg, xf, _ = build("multiclass")
+    from pipelines.train import train
+
+    one_epoch = task_config(adult_cfg, "multiclass", epochs=1)
+    warm = train(one_epoch, tmp_path, CTX, transform_uri=xf["transform_uri"],
+                 warm_start_from=binary["model_uri"])
+    fresh = warm["warm_start"]["fresh"]
+    assert warm["warm_start"]["skipped"] == len(fresh) > 0
+    assert {"deep_logit/kernel:0", "deep_logit/bias:0", "wide/bias:0"} <= set(fresh)
+    assert warm["warm_start"]["copied"] > 0  # what matches (e.g. the second hidden layer) is kept
