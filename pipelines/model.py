@@ -129,8 +129,8 @@ def label_stats(values: Any, task: str, n_classes: int | None) -> dict[str, Any]
              "min": float(values.min()), "max": float(values.max())}
     if task != "regression":
         k = 2 if task == "binary" else int(n_classes)
-        bad = sorted(set(np.unique(values[(values < 0) | (values >= k) | (values != np.round(values))])
-                         .tolist()))
+        wrong = np.unique(values[(values < 0) | (values >= k) | (values != np.round(values))])
+        bad = [int(v) if v == round(v) else float(v) for v in wrong.tolist()]
         if bad:
             raise ValueError(
                 f"task {task} expects the transformed label to be a class index in [0, {k - 1}], "
