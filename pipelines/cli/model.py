@@ -65,5 +65,6 @@ def train(
     result = run_step("train", cfg, home(), context(), transform_uri=uri,
                       warm_start_from=warm_start_from)
     state = "existing" if result.get("reused") else "new"
+    headline = result["headline_metric"]
     emit(result, as_json, f"{state} model {result['model_id']} at {result['model_uri']} "
-         f"(eval AUC {result['metrics']['eval_auc']:.4f}); curves {result['curves_png']}")
+         f"({headline} {result['metrics'][headline]:.4f}); curves {result['curves_png']}")
