@@ -9,13 +9,13 @@ step's main cost). So each task type gets one combiner that accumulates raw sums
 :func:`pipelines.eval_tfma.load_rows` turns them into the named metrics (accuracy, precision[c],
 auc[c], macro_auc, rmse, r2, ...), and decides which are undefined on a slice. The arrays are:
 
-* ``_multiclass_confusion``: K x K counts, rows the true class index, columns the arg-max class;
-* ``_multiclass_auc``: one-vs-rest AUC per class (NaN where a slice lacks positives or negatives),
+* ``multiclass_confusion``: K x K counts, rows the true class index, columns the arg-max class;
+* ``multiclass_auc``: one-vs-rest AUC per class (NaN where a slice lacks positives or negatives),
   from a histogram of each class's probability in ``AUC_BINS`` bins;
-* ``_multiclass_log_loss``: mean of -log p(true class), p clipped to [1e-7, 1];
-* ``_regression_sums``: n, sum y, sum y², sum p, sum (y - p), sum |y - p|, sum (y - p)²;
-* ``_regression_by_prediction``: per prediction bin (``value_bins``), count, sum y, sum p;
-* ``_regression_residuals``: per residual bin (``value_bins``), count.
+* ``multiclass_log_loss``: mean of -log p(true class), p clipped to [1e-7, 1];
+* ``regression_sums``: n, sum y, sum y², sum p, sum (y - p), sum |y - p|, sum (y - p)²;
+* ``regression_by_prediction``: per prediction bin (``value_bins``), count, sum y, sum p;
+* ``regression_residuals``: per residual bin (``value_bins``), count.
 """
 
 from __future__ import annotations
@@ -27,8 +27,8 @@ import apache_beam as beam
 import numpy as np
 from tensorflow_model_analysis.metrics import metric_types, metric_util
 
-MULTICLASS = "_multiclass"
-REGRESSION = "_regression"
+MULTICLASS = "multiclass"
+REGRESSION = "regression"
 AUC_BINS = 10_000
 EPSILON = 1e-7
 # Value bins shared by the regression histograms: log-uniform in |x| (BINS_PER_DECADE per decade

@@ -124,9 +124,9 @@ def test_multiclass_metrics_from_the_confusion_matrix(multiclass_cfg):
     cm[2, 0] = 5  # class 2 present but never predicted right; classes 3, 4 absent
     aucs = np.array([0.9, 0.8, 0.7, np.nan, np.nan])
     out, why = eval_tfma.derive(multiclass_cfg, {"example_count": 105.0,
-                                                 "_multiclass_confusion": cm,
-                                                 "_multiclass_auc": aucs,
-                                                 "_multiclass_log_loss": 0.5})
+                                                 "multiclass_confusion": cm,
+                                                 "multiclass_auc": aucs,
+                                                 "multiclass_log_loss": 0.5})
     assert out["accuracy"] == pytest.approx(80 / 105)
     assert out["recall[White]"] == pytest.approx(50 / 60)
     assert out["precision[White]"] == pytest.approx(50 / 65)
@@ -139,9 +139,9 @@ def test_multiclass_metrics_from_the_confusion_matrix(multiclass_cfg):
     one = np.zeros((k, k))
     one[1, 1] = 20
     out, why = eval_tfma.derive(multiclass_cfg, {"example_count": 20.0,
-                                                 "_multiclass_confusion": one,
-                                                 "_multiclass_auc": np.full(k, np.nan),
-                                                 "_multiclass_log_loss": 0.1})
+                                                 "multiclass_confusion": one,
+                                                 "multiclass_auc": np.full(k, np.nan),
+                                                 "multiclass_log_loss": 0.1})
     assert out["macro_auc"] is None and "one class only (Black)" in why["macro_auc"]
     assert out["accuracy"] == 1.0
 
@@ -150,12 +150,12 @@ def test_regression_metrics_and_constant_label(regression_cfg):
     y, p = np.array([10.0, 20.0, 30.0, 40.0]), np.array([12.0, 18.0, 33.0, 37.0])
     r = y - p
     sums = np.array([4, y.sum(), (y * y).sum(), p.sum(), r.sum(), abs(r).sum(), (r * r).sum()])
-    out, why = eval_tfma.derive(regression_cfg, {"example_count": 4.0, "_regression_sums": sums})
+    out, why = eval_tfma.derive(regression_cfg, {"example_count": 4.0, "regression_sums": sums})
     assert out["mae"] == pytest.approx(2.5) and out["rmse"] == pytest.approx(math.sqrt(6.5))
     assert out["r2"] == pytest.approx(1 - 26 / 500) and not why
     assert out["mean_residual"] == pytest.approx(0.0) and out["mean_label"] == 25.0
     const = np.array([3, 120.0, 4800.0, 111.0, 9.0, 9.0, 27.0])
-    out, why = eval_tfma.derive(regression_cfg, {"example_count": 3.0, "_regression_sums": const})
+    out, why = eval_tfma.derive(regression_cfg, {"example_count": 3.0, "regression_sums": const})
     assert out["r2"] is None and "constant" in why["r2"] and out["rmse"] == 3.0
 
 
