@@ -35,7 +35,7 @@ STEP = """
 import json, sys, time
 t0 = time.perf_counter()
 from pathlib import Path
-from pipelines.common import RunContext
+from pipelines.context import RunContext
 from pipelines.config import load_config
 from pipelines.evaluate import evaluate
 cfg = load_config(sys.argv[1])
@@ -50,18 +50,18 @@ print(json.dumps({"in_process_s": time.perf_counter() - t0, "tfma_s": r["tfma_se
 def build_chain(home: Path) -> dict:
     """Snapshot, golden set, transform, two models; the first one is pushed as production."""
     from pipelines import registry
-    from pipelines.common import RunContext
     from pipelines.config import load_config
-    from pipelines.demo_data import stage_demo_data
+    from pipelines.context import RunContext
     from pipelines.ingest import ingest
-    from pipelines.preprocess import transform
+    from pipelines.sample_data import stage_sample_data
     from pipelines.train import train
+    from pipelines.transform import transform
     from pipelines.validate import validate
 
     cfg = load_config(REPO / "configs" / "adult.yaml")
     ctx = RunContext(run_id="bench", triggered_by="test")
     end = dt.date(2026, 11, 20)
-    stage_demo_data(home, end, days=7, from_dir=REPO.parent / "shared" / "data" / "adult" / "raw")
+    stage_sample_data(cfg, home, end, days=7, from_dir=REPO.parent / "shared" / "data" / "adult" / "raw")
     snap = ingest(cfg, home, ctx, span=end, window=7)
     validate(cfg, home, ctx, snapshot_uri=snap["uri"])
     golden = ingest(cfg, home, ctx, golden=True)

@@ -57,8 +57,8 @@ def step(name: str, home: Path) -> dict:
     t = time.perf_counter()
     import tensorflow  # noqa: F401
 
-    from pipelines.common import RunContext
     from pipelines.config import load_config
+    from pipelines.context import RunContext
     from pipelines.ingest import ingest
     if name == "validate":
         import great_expectations  # noqa: F401
@@ -95,11 +95,13 @@ def run_child(name: str, home: Path) -> dict:
 
 def measure(scale: int) -> dict:
     sys.path.insert(0, str(REPO))
-    from pipelines.demo_data import stage_demo_data
+    from pipelines.config import load_config
+    from pipelines.sample_data import stage_sample_data
 
     with tempfile.TemporaryDirectory(prefix="bench_iv_") as tmp:
         home = Path(tmp)
-        staged = stage_demo_data(home, END, days=7, from_dir=RAW)
+        cfg = load_config(REPO / "configs" / "adult.yaml")
+        staged = stage_sample_data(cfg, home, END, days=7, from_dir=RAW)
         if scale > 1:
             for f in staged["files"]:
                 repeat_rows(Path(f["uri"]), scale)

@@ -40,7 +40,7 @@ import json, os, resource, sys, time
 t0 = time.perf_counter()
 import tensorflow, apache_beam, tensorflow_transform  # noqa: F401  (the fixed import cost)
 sys.path.insert(0, sys.argv[1])
-from pipelines.common import RunContext
+from pipelines.context import RunContext
 from pipelines.config import load_config
 step, home, arg, mode = sys.argv[2:6]
 cfg = load_config(os.path.join(sys.argv[1], "configs", "adult.yaml"))
@@ -50,7 +50,7 @@ if mode == "multi_processing":
 t1 = time.perf_counter()
 c1 = time.process_time()
 if step == "transform":
-    from pipelines.preprocess import transform
+    from pipelines.transform import transform
     run = lambda: transform(cfg, home, RunContext(triggered_by="test"), snapshot_uris=[arg])
 else:
     from pipelines.train import train
@@ -88,15 +88,15 @@ def child(step: str, home: Path, arg: str, mode: str = "default") -> dict:
 
 def setup(home: Path) -> tuple[str, str]:
     """Stages, ingests and validates the 7-span window and the golden set (not timed)."""
-    from pipelines.common import RunContext
     from pipelines.config import load_config
-    from pipelines.demo_data import stage_demo_data
+    from pipelines.context import RunContext
     from pipelines.ingest import ingest
+    from pipelines.sample_data import stage_sample_data
     from pipelines.validate import validate
 
     cfg = load_config(REPO / "configs" / "adult.yaml")
     ctx = RunContext(triggered_by="test")
-    stage_demo_data(home, END, days=7, from_dir=REPO.parent / "shared" / "data" / "adult" / "raw")
+    stage_sample_data(cfg, home, END, days=7, from_dir=REPO.parent / "shared" / "data" / "adult" / "raw")
     snap = ingest(cfg, home, ctx, span=END, window=7)
     validate(cfg, home, ctx, snapshot_uri=snap["uri"])
     return snap["uri"], ingest(cfg, home, ctx, golden=True)["uri"]

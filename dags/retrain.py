@@ -19,8 +19,9 @@ from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 from pipelines import flow
-from pipelines.common import NotPromoted, PipelineError, RunContext
 from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
+from pipelines.context import RunContext
+from pipelines.errors import NotPromoted, PipelineError
 from pipelines.params import param_schemas
 
 log = logging.getLogger("pipelines.dag")

@@ -22,8 +22,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from pipelines.common import UsageError
 from pipelines.config import FAIRNESS_GATE, GATES, TASKS, PipelineConfig, gate_names
+from pipelines.errors import UsageError
 
 
 def effective_thresholds(cfg: PipelineConfig, overrides: dict[str, Any] | None) -> dict | None:

@@ -359,11 +359,11 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
     else:
         ltype = types[label.column]
         if label.task == "regression" and ltype == "string":
-            problems.append(f"label.column: task regression needs a numeric column; "
-                            f"{label.column!r} is {ltype}")
+            problems.append(f"label.column: task regression needs a numeric column, "
+                            f"but {label.column!r} is {ltype}")
         if label.task != "regression" and ltype == "float":
-            problems.append(f"label.column: task {label.task} needs a string or int column; "
-                            f"{label.column!r} is float")
+            problems.append(f"label.column: task {label.task} needs a string or int column, "
+                            f"but {label.column!r} is float")
         want = int if ltype == "int" else str
         bad = [c for c in label.classes or [] if not isinstance(c, want) or isinstance(c, bool)]
         if label.task != "regression" and bad:
@@ -383,7 +383,7 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
                             f"one of the columns")
         elif types[feat.column] == "string":
             problems.append(f"evaluation.slice_features.{fname}.column: {feat.column!r} is a "
-                            "string column; buckets need a numeric one")
+                            "string column, but buckets need a numeric one")
     sliceable = set(types) | set(ev.slice_features)
     for i, spec in enumerate(ev.slices):
         for feat_name in spec:

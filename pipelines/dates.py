@@ -10,7 +10,7 @@ import datetime as dt
 import re
 from typing import Any
 
-from pipelines.common import UsageError
+from pipelines.errors import UsageError
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
 _DATE = re.compile(DATE_PATTERN)

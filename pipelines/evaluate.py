@@ -21,19 +21,14 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from pipelines import blessing, registry
-from pipelines.common import (
-    PipelineError,
-    RunContext,
-    artifact,
-    atomic_dir,
-    read_json,
-    sha256_tree,
-    utcnow,
-    write_json_atomic,
-)
+from pipelines import blessing, registry, store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext, utcnow
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_tree
+from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import GOLDEN_SPLIT, provenance, split_pattern
+from pipelines.store import publish, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 RECORD = "evaluation.json"
@@ -98,10 +93,10 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     baseline_dir = saved_model_dir(baseline["uri"]) if baseline else None
     model_sha = sha256_tree(candidate)
     evaluation_id = f"{utcnow().replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}"
-    final = Path(home) / "evaluations" / cfg.name / evaluation_id
+    final = store.path(home, store.Kind.EVALUATION, cfg.name, evaluation_id)
     log.info("evaluating %s against %s on %s", candidate,
              f"production v{baseline['version']}" if baseline else "no baseline", sorted(datasets))
-    with atomic_dir(final) as tmp:
+    with publish(final) as tmp:
         start = time.perf_counter()
         eval_tfma.run(cfg, datasets, str(candidate), str(baseline_dir) if baseline_dir else None,
                       tmp / "tfma")
@@ -129,21 +124,21 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     log.info("evaluation %s: %s (%d checks, TFMA %.1f s)", evaluation_id,
              "blessed" if blessed else "NOT blessed: " + "; ".join(reasons), len(checks),
              tfma_seconds)
-    inputs = [artifact("Model", model_uri, model_sha, None, role="candidate")]
+    inputs = [artifact(ArtifactKind.MODEL, model_uri, model_sha, None, role="candidate")]
     if baseline:
-        inputs.append(artifact("ModelVersion", baseline["uri"], None, None, role="baseline",
+        inputs.append(artifact(ArtifactKind.MODEL_VERSION, baseline["uri"], None, None, role="baseline",
                                version=baseline["version"]))
-    inputs += [artifact("Snapshot", d["uri"], d["sha256"], None, split="eval",
+    inputs += [artifact(ArtifactKind.SNAPSHOT, d["uri"], d["sha256"], None, split="eval",
                         snapshot_id=d["snapshot_id"]) for d in data_info["eval"]]
     if data_info["golden"]:
         g = data_info["golden"]
-        inputs.append(artifact("Snapshot", g["uri"], g["sha256"], None, split=GOLDEN_SPLIT,
+        inputs.append(artifact(ArtifactKind.SNAPSHOT, g["uri"], g["sha256"], None, split=GOLDEN_SPLIT,
                                snapshot_id=g["snapshot_id"], golden=True))
     return {
         "evaluation_uri": str(final), "evaluation_id": evaluation_id, "blessed": blessed,
         "reasons": reasons, "checks": checks, "baseline": baseline, "metrics": record["metrics"],
         "thresholds": thresholds, "tfma_seconds": record["timing"]["tfma_seconds"],
         "inputs": inputs,
-        "outputs": [artifact("ModelEvaluation", final, sha256_tree(final), None,
+        "outputs": [artifact(ArtifactKind.MODEL_EVALUATION, final, sha256_tree(final), None,
                              blessed=blessed, evaluation_id=evaluation_id)],
     }

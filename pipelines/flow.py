@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import runner
-from pipelines.common import NotPromoted, RunContext, resolve_home
 from pipelines.config import PipelineConfig, load_config
+from pipelines.context import RunContext
+from pipelines.errors import NotPromoted
 from pipelines.params import resolve_params
 from pipelines.results import (
     Evaluated,
@@ -35,6 +36,7 @@ from pipelines.results import (
     Validated,
     ValidateResult,
 )
+from pipelines.store import resolve_home
 
 log = logging.getLogger("pipelines.flow")
 

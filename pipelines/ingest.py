@@ -24,22 +24,13 @@ from typing import Any
 
 from pipelines import csv_parse
 from pipelines.beam_options import pipeline_options
-from pipelines.common import (
-    PipelineError,
-    RunContext,
-    artifact,
-    atomic_dir,
-    code_version,
-    read_json,
-    resolve_landing,
-    sha256_file,
-    sha256_json,
-    sha256_tree,
-    utcnow,
-    write_json_atomic,
-)
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext, code_version, utcnow
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, snapshots_root
+from pipelines.store import publish, read_json, resolve_landing, write_json_atomic
 
 log = logging.getLogger(__name__)
 INGEST_FORMAT = 3  # bump when the snapshot layout or parsing changes: it is part of the id
@@ -294,7 +285,7 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
         splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
         log.info("ingesting %d files (%d spans: %s) into snapshot %s", len(files), len(spans),
                  ", ".join(spans), snapshot_id)
-        with atomic_dir(final, replace=force) as out:
+        with publish(final, replace=force) as out:
             run_beam(cfg, files, out, golden)
             for split in splits:
                 (out / split).mkdir(exist_ok=True)
@@ -320,9 +311,9 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
                  ", ".join(f"{k} {v}" for k, v in prov["rows"].items() if k != "total"),
                  prov["malformed_rows"])
     tree_sha = sha256_tree(final)  # the artifact's hash: every file, provenance.json included
-    inputs = [artifact("SourceFile", f["uri"], f["sha256"], f["size"], mtime=f["mtime"],
+    inputs = [artifact(ArtifactKind.SOURCE_FILE, f["uri"], f["sha256"], f["size"], mtime=f["mtime"],
                        rows=f.get("rows")) for f in prov["files"]]
-    outputs = [artifact("Snapshot", final, tree_sha, None, content_sha256=prov["content_sha256"], snapshot_id=snapshot_id,
+    outputs = [artifact(ArtifactKind.SNAPSHOT, final, tree_sha, None, content_sha256=prov["content_sha256"], snapshot_id=snapshot_id,
                         rows=prov["rows"], spans=prov["spans"], golden=golden,
                         malformed_rows=prov["malformed_rows"])]
     return {

@@ -13,9 +13,9 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from pipelines.common import UsageError
 from pipelines.config import FAIRNESS_GATE, PipelineConfig
 from pipelines.dates import DATE_PATTERN, parse_date
+from pipelines.errors import UsageError
 
 SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"

@@ -6,7 +6,7 @@ Order: read the evaluation record (it must be about this model), refuse if not b
 infra check in a fresh process on ``promotion.infra_check_examples`` examples of the golden set (or
 the eval split: ``promotion.infra_check_source``), then :func:`pipelines.registry.push` with a
 compare-and-swap on the ``production`` version the evaluation used as baseline. "Not promoted" is
-raised as :class:`common.NotPromoted` (exit code 3) whose ``result`` holds the full record, so the
+raised as :class:`NotPromoted` (exit code 3) whose ``result`` holds the full record, so the
 DAG and the report can show the reasons.
 """
 
@@ -18,8 +18,11 @@ from typing import Any
 
 from pipelines import evaluate as evaluation_lib
 from pipelines import infra_check, registry
-from pipelines.common import NotPromoted, RunContext, UsageError, artifact, sha256_tree
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
+from pipelines.errors import NotPromoted, UsageError
+from pipelines.hashing import sha256_tree
+from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import GOLDEN_SPLIT, split_pattern
 
 log = logging.getLogger(__name__)
@@ -56,8 +59,8 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
         "previous_version": baseline["version"] if baseline else None,
         "reasons": [], "infra_check": None, "blessed": record["blessed"],
         "evaluation_uri": str(evaluation_uri),
-        "inputs": [artifact("Model", model_uri, model_sha, None),
-                   artifact("ModelEvaluation", evaluation_uri, None, None,
+        "inputs": [artifact(ArtifactKind.MODEL, model_uri, model_sha, None),
+                   artifact(ArtifactKind.MODEL_EVALUATION, evaluation_uri, None, None,
                             blessed=record["blessed"])],
         "outputs": [],
     }
@@ -86,7 +89,7 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
                   previous_version=pushed["previous_version"])
     # The version folder as published (model bytes + version.json), hashed as lineage verify does;
     # model_sha256 (the SavedModel alone) equals the trained model's hash.
-    result["outputs"] = [artifact("ModelVersion", pushed["registry_uri"],
+    result["outputs"] = [artifact(ArtifactKind.MODEL_VERSION, pushed["registry_uri"],
                                   sha256_tree(pushed["registry_uri"]), None,
                                   version=pushed["version"], alias="production",
                                   model_sha256=pushed["model_sha256"])]

@@ -29,19 +29,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import (
-    NotPromoted,
-    PipelineError,
-    RunContext,
-    UsageError,
-    artifact,
-    atomic_dir,
-    read_json,
-    sha256_tree,
-    utcnow,
-    write_json_atomic,
-)
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext, utcnow
+from pipelines.errors import NotPromoted, PipelineError, UsageError
+from pipelines.hashing import sha256_tree
+from pipelines.results import ArtifactKind, artifact
+from pipelines.store import publish, read_json, write_json_atomic
 
 ALIASES = ("production", "previous")
 ALIASES_FILE = "aliases.json"
@@ -51,7 +45,7 @@ FAULT_ENV = "PIPELINES_REGISTRY_FAULT"
 
 
 def root(cfg: PipelineConfig, home: Path) -> Path:
-    return Path(home) / "registry" / cfg.name
+    return store.root(home, store.Kind.REGISTRY, cfg.name)
 
 
 def read_aliases(cfg: PipelineConfig, home: Path) -> dict[str, Any]:
@@ -154,7 +148,7 @@ def push(cfg: PipelineConfig, home: Path, ctx: RunContext, model_dir: str | Path
         version = _sweep(base, aliases) + 1
         meta = {**record, "version": version, "pipeline": cfg.name, "registered_at": utcnow(),
                 "run_id": ctx.run_id, "source_uri": str(model_dir)}
-        with atomic_dir(base / str(version)) as tmp:
+        with publish(base / str(version)) as tmp:
             shutil.copytree(model_dir, tmp, dirs_exist_ok=True)
             meta["model_sha256"] = sha256_tree(tmp)
             write_json_atomic(tmp / VERSION_FILE, meta)
@@ -195,11 +189,11 @@ def rollback_step(cfg: PipelineConfig, home: Path, ctx: RunContext, reason: str 
     result = rollback(cfg, home, ctx, reason=reason)
     base = root(cfg, home)
     result["reason"] = reason
-    result["inputs"] = [artifact("ModelVersion", result["previous"]["uri"],
+    result["inputs"] = [artifact(ArtifactKind.MODEL_VERSION, result["previous"]["uri"],
                                  version=result["previous"]["version"], alias="production(before)")]
     result["outputs"] = [
-        artifact("ModelVersion", result["production"]["uri"],
+        artifact(ArtifactKind.MODEL_VERSION, result["production"]["uri"],
                  version=result["production"]["version"], alias="production"),
-        artifact("RegistryAliases", base / ALIASES_FILE, sha256=None),
+        artifact(ArtifactKind.REGISTRY_ALIASES, base / ALIASES_FILE, sha256=None),
     ]
     return result

@@ -30,8 +30,11 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import evaluate as evaluation_lib
-from pipelines.common import RunContext, artifact, sha256_file
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
+from pipelines.hashing import sha256_file
+from pipelines.results import ArtifactKind, artifact
 
 # Per task: (metric, column label) of the per-slice table, the headline metrics (and whether
 # higher is better), and the metric the worst slices are ranked by when no slice gate is set.
@@ -474,13 +477,13 @@ def report(cfg: PipelineConfig, home: Path, ctx: RunContext, evaluation_uri: str
     """Writes the audit page of ``evaluation_uri`` (and ``promotion``) under <home>/reports/."""
     record = evaluation_lib.load(evaluation_uri)
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", ctx.run_id).strip("._") or record["evaluation_id"]
-    path = Path(home) / "reports" / cfg.name / f"{name}.html"
+    path = store.report_path(home, cfg.name, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(render(record, promotion), encoding="utf-8")
     os.replace(tmp, path)
     decision = _decision(record, promotion)[1]
     return {"report_html": str(path), "decision": decision,
-            "inputs": [artifact("ModelEvaluation", evaluation_uri, None, None)],
-            "outputs": [artifact("AuditReport", path, sha256_file(path), path.stat().st_size,
+            "inputs": [artifact(ArtifactKind.MODEL_EVALUATION, evaluation_uri, None, None)],
+            "outputs": [artifact(ArtifactKind.AUDIT_REPORT, path, sha256_file(path), path.stat().st_size,
                                  decision=decision)]}

@@ -11,7 +11,27 @@ records in the lineage store.
 
 from __future__ import annotations
 
+import os
+from enum import StrEnum
 from typing import Any, NotRequired, TypedDict
+
+
+class ArtifactKind(StrEnum):
+    """Kinds of lineage artifacts, CamelCase as in ML Metadata (one spelling per kind)."""
+
+    SOURCE_FILE = "SourceFile"
+    SNAPSHOT = "Snapshot"
+    EXPECTATION_SUITE = "ExpectationSuite"
+    VALIDATION_RESULT = "ValidationResult"
+    TRANSFORM_GRAPH = "TransformGraph"
+    TRANSFORMED_EXAMPLES = "TransformedExamples"
+    MODEL = "Model"
+    CURVES = "Curves"
+    CURVES_PLOT = "CurvesPlot"
+    MODEL_EVALUATION = "ModelEvaluation"
+    MODEL_VERSION = "ModelVersion"
+    REGISTRY_ALIASES = "RegistryAliases"
+    AUDIT_REPORT = "AuditReport"
 
 
 class Artifact(TypedDict):
@@ -210,3 +230,9 @@ class Promoted(TypedDict):
 
 class Reported(TypedDict):
     report_html: str
+
+
+def artifact(kind: ArtifactKind, uri: str | os.PathLike, sha256: str | None = None, size: int | None = None,
+             **properties: Any) -> Artifact:
+    """The artifact record every step returns in its ``inputs`` and ``outputs`` lists."""
+    return Artifact(kind=str(kind), uri=str(uri), sha256=sha256, size=size, properties=properties)

@@ -1,8 +1,8 @@
 """Runs one step with its lineage: the single entry point the CLI, `pipelines run` and DAG tasks use.
 
 Each step function has the signature ``fn(cfg, home, ctx, **kwargs) -> dict`` and returns a small
-JSON-serialisable result holding ``inputs`` and ``outputs`` (lists of ``common.artifact`` records)
-plus step-specific keys. Expected failures raise ``common.PipelineError`` subclasses whose
+JSON-serialisable result holding ``inputs`` and ``outputs`` (lists of ``artifact`` records)
+plus step-specific keys. Expected failures raise ``PipelineError`` subclasses whose
 ``result`` carries the artifacts written so far (a rejected validation's report, say).
 """
 
@@ -12,13 +12,13 @@ import importlib
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import RunContext
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
 
 STEPS: dict[str, str] = {
     "ingest": "pipelines.ingest:ingest",
     "validate": "pipelines.validate:validate",
-    "transform": "pipelines.preprocess:transform",
+    "transform": "pipelines.transform:transform",
     "train": "pipelines.train:train",
     "evaluate": "pipelines.evaluate:evaluate",
     "promote": "pipelines.promote:promote",

@@ -38,15 +38,11 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import (
-    PipelineError,
-    code_version,
-    resolve_landing,
-    sha256_file,
-    utcnow,
-    write_json_atomic,
-)
 from pipelines.config import REPO_ROOT
+from pipelines.context import code_version, utcnow
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file
+from pipelines.store import resolve_landing, write_json_atomic
 
 log = logging.getLogger(__name__)
 

@@ -1,6 +1,6 @@
 """Finding and reading snapshots (the output of ingest) and their validation status.
 
-Called by validate, preprocess, evaluate, the DAG tasks and the CLI. TensorFlow and pandas are
+Called by validate, transform, evaluate, the DAG tasks and the CLI. TensorFlow and pandas are
 imported only inside the functions that read rows.
 
 A snapshot folder ``<home>/snapshots/<pipeline>/<snapshot_id>/`` holds ``<split>/data-*.tfrecord``
@@ -15,15 +15,17 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from pipelines.common import PipelineError, read_json
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.errors import PipelineError
+from pipelines.store import read_json
 
 SPLITS = ("train", "eval")
 GOLDEN_SPLIT = "test"
 
 
 def snapshots_root(cfg: PipelineConfig, home: Path) -> Path:
-    return Path(home) / "snapshots" / cfg.name
+    return store.root(home, store.Kind.SNAPSHOT, cfg.name)
 
 
 def validation_dir(snapshot_uri: str | Path) -> Path:

@@ -48,11 +48,15 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import common
 from pipelines import model as model_lib
-from pipelines.common import PipelineError, RunContext
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import raw_feature_spec
+from pipelines.store import publish, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -86,13 +90,13 @@ def _transform_record(transform_uri: str) -> dict[str, Any]:
     if not path.is_file():
         raise PipelineError(f"{transform_uri} is not a transform artifact (no transform.json); "
                             "pass the transform_uri printed by `pipelines transform`")
-    return common.read_json(path)
+    return read_json(path)
 
 
 def model_id(cfg: PipelineConfig, transform: dict[str, Any], warm_sha: str | None) -> str:
     import tensorflow as tf
 
-    return common.sha256_json({
+    return sha256_json({
         "transform": transform["sha256"], "model": cfg.model.model_dump(),
         "label": cfg.label.model_dump(mode="json"),
         "features": [c.name for c in cfg.feature_columns],
@@ -239,7 +243,7 @@ def save_curves(curves: dict[str, list[float]], json_path: Path, png_path: Path,
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    common.write_json_atomic(json_path, curves)
+    write_json_atomic(json_path, curves)
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     epochs = range(1, len(curves["loss"]) + 1)
     for ax, metric in zip(axes, ("loss", headline), strict=True):
@@ -287,13 +291,13 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         if not (Path(warm_start_from) / "saved_model.pb").is_file():
             raise PipelineError(f"warm_start_from {warm_start_from} holds no saved_model.pb; pass "
                                 "a SavedModel folder (the registry's production version)")
-        warm_sha = common.sha256_tree(warm_start_from)
-        inputs.append(common.artifact("model", warm_start_from, warm_sha, role="warm_start"))
+        warm_sha = sha256_tree(warm_start_from)
+        inputs.append(artifact(ArtifactKind.MODEL, warm_start_from, warm_sha, role="warm_start"))
     mid = model_id(cfg, transform, warm_sha)
-    final = Path(home) / "models" / cfg.name / mid
+    final = store.path(home, store.Kind.MODEL, cfg.name, mid)
     if (final / RESULT_FILE).is_file() and not force:
         log.info("model %s exists for these inputs: reusing %s", mid, final)
-        return {**common.read_json(final / RESULT_FILE), "reused": True}
+        return {**read_json(final / RESULT_FILE), "reused": True}
 
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(transform["transform_graph_uri"])
@@ -302,19 +306,19 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     check_serving_inputs(cfg, tft_output, numeric + list(categorical))
     model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
     headline = info["headline_metric"]
-    with common.atomic_dir(final, replace=force) as tmp:
+    with publish(final, replace=force) as tmp:
         export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR)
         save_curves(curves, tmp / "curves.json", tmp / "curves.png",
                     headline=headline.removeprefix("eval_"))
-        model_sha = common.sha256_tree(tmp / SAVED_MODEL_DIR)
+        model_sha = sha256_tree(tmp / SAVED_MODEL_DIR)
         outputs = [
-            common.artifact("model", final / SAVED_MODEL_DIR, model_sha,
+            artifact(ArtifactKind.MODEL, final / SAVED_MODEL_DIR, model_sha,
                             signatures=["serving_default", "transform_features"],
                             output_key=output_key(cfg), task=cfg.task, **info["metrics"]),
-            common.artifact("curves", final / "curves.json",
-                            common.sha256_file(tmp / "curves.json")),
-            common.artifact("curves_plot", final / "curves.png",
-                            common.sha256_file(tmp / "curves.png")),
+            artifact(ArtifactKind.CURVES, final / "curves.json",
+                            sha256_file(tmp / "curves.json")),
+            artifact(ArtifactKind.CURVES_PLOT, final / "curves.png",
+                            sha256_file(tmp / "curves.png")),
         ]
         result = {
             "model_id": mid, "model_uri": str(final / SAVED_MODEL_DIR), "sha256": model_sha,
@@ -328,6 +332,6 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
             "seconds": round(time.perf_counter() - started, 2),
             "inputs": inputs, "outputs": outputs,
         }
-        common.write_json_atomic(tmp / RESULT_FILE, result)
+        write_json_atomic(tmp / RESULT_FILE, result)
     log.info("model %s written to %s (%s %.4f)", mid, final, headline, info["metrics"][headline])
     return {**result, "reused": False}

@@ -20,20 +20,12 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import drift, snapshots
-from pipelines.common import (
-    DataRejected,
-    PipelineError,
-    RunContext,
-    artifact,
-    atomic_dir,
-    read_json,
-    sha256_file,
-    sha256_json,
-    sha256_tree,
-    utcnow,
-    write_json_atomic,
-)
 from pipelines.config import REPO_ROOT, PipelineConfig
+from pipelines.context import RunContext, utcnow
+from pipelines.errors import DataRejected, PipelineError
+from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.results import ArtifactKind, artifact
+from pipelines.store import publish, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 MALFORMED_SHOWN = 5  # malformed rows quoted in the rejection message
@@ -127,9 +119,13 @@ def describe_failure(kind: str, kw: dict[str, Any], meta: dict[str, Any], res: d
             want = f"{'>' if kw.get('strict_min') else '>='} {_fmt(lo)}"
             return f"column {col}: {n:,} values not {want} (e.g. {eg})"
         return f"column {col}: {n:,} values outside [{_fmt(lo)}, {_fmt(hi)}] (e.g. {eg})"
-    if kind == "expect_column_values_to_not_be_in_set" and kw.get("value_set") == ["?"]:
-        return (f"column {col}: {pct:.1f}% missing ('?'), at most "
+    if kind == "expect_column_values_to_not_be_in_set":
+        shown = ", ".join(repr(v) for v in kw.get("value_set") or [])
+        return (f"column {col}: {pct:.1f}% of values are {shown} (missing), at most "
                 f"{1 - kw.get('mostly', 1.0):.0%} allowed ({n:,} rows)")
+    if kind == "expect_column_values_to_not_be_null":
+        return (f"column {col}: {pct:.1f}% missing, at most {1 - kw.get('mostly', 1.0):.0%} "
+                f"allowed ({n:,} rows)")
     if meta.get("label_rate"):
         rate = (100 - pct) if str(meta["label_rate"]).endswith("_min") else pct
         return f"label {col}: {meta.get('contract', 'label mix out of band')}, found {rate:.1f}%"
@@ -308,13 +304,13 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
         "reused": False,
     }
     result["inputs"] = [
-        artifact("Snapshot", uri, sha256_tree(uri), None, snapshot_id=Path(uri).name),
-        artifact("ExpectationSuite", suite_file, sha256_file(suite_file), suite_file.stat().st_size),
-        *([artifact("Snapshot", baseline, None, None, role="drift_baseline")] if baseline else []),
+        artifact(ArtifactKind.SNAPSHOT, uri, sha256_tree(uri), None, snapshot_id=Path(uri).name),
+        artifact(ArtifactKind.EXPECTATION_SUITE, suite_file, sha256_file(suite_file), suite_file.stat().st_size),
+        *([artifact(ArtifactKind.SNAPSHOT, baseline, None, None, role="drift_baseline")] if baseline else []),
     ]
-    result["outputs"] = [artifact("ValidationResult", vdir, None, None, status=status,
+    result["outputs"] = [artifact(ArtifactKind.VALIDATION_RESULT, vdir, None, None, status=status,
                                   failed=len(failures))]
-    with atomic_dir(vdir, replace=force) as tmp:
+    with publish(vdir, replace=force) as tmp:
         (tmp / "data_docs.html").write_text(render_data_docs(gx_result))
         if not frame.empty:
             write_json_atomic(tmp / PROFILE, drift.profile(cfg, frame))

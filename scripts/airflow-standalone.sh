@@ -13,6 +13,6 @@ cat <<MSG
 Airflow UI and REST API: http://127.0.0.1:$AIRFLOW_PORT   (DAGs from $AIRFLOW__CORE__DAGS_FOLDER)
 Log in as user 'admin'; the password is in $password_file
 (written when the API server starts; \`cat\` it once the banner below appears).
-Artifacts: $PIPELINES_HOME   Stage demo data first: pipelines demo-data --from ../shared/data/adult/raw
+Artifacts: $PIPELINES_HOME   Stage demo data first: pipelines demo-data configs/adult.yaml
 MSG
 exec airflow standalone

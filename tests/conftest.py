@@ -15,8 +15,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import pytest  # noqa: E402
 
-from pipelines.common import RunContext  # noqa: E402
 from pipelines.config import REPO_ROOT, load_config  # noqa: E402
+from pipelines.context import RunContext
 
 SHARED_DATA = REPO_ROOT.parent / "shared" / "data" / "adult"
 RAW_DIR = SHARED_DATA / "raw"
@@ -69,7 +69,7 @@ def golden(adult_cfg, pipeline_home, ctx, staged):
 
 @pytest.fixture(scope="session")
 def transformed(adult_cfg, pipeline_home, ctx, snapshot):
-    from pipelines.preprocess import transform
+    from pipelines.transform import transform
 
     return transform(adult_cfg, pipeline_home, ctx, snapshot_uris=[snapshot["uri"]])
 

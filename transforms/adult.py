@@ -1,6 +1,6 @@
 """Adult features: the single definition, as a TensorFlow Transform ``preprocessing_fn``.
 
-Called by ``pipelines.preprocess`` (Beam analyzes the train split and transforms both splits) and,
+Called by ``pipelines.transform`` (Beam analyzes the train split and transforms both splits) and,
 through the saved transform graph, by the SavedModel's ``serving_default`` and
 ``transform_features`` signatures. Nothing else defines features: there is no second copy.
 

@@ -26,7 +26,7 @@ from pipelines.cli.options import (
     newest,
     parse_overrides,
 )
-from pipelines.common import UsageError
+from pipelines.errors import UsageError
 
 ModelOpt = Annotated[str | None, typer.Option("--model", help="model URI (default: the newest)")]
 EvalOpt = Annotated[str | None, typer.Option("--evaluation",

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from pipelines.cli.options import JsonOpt, PipelineArg, VersionArg, emit, handle_errors, home
-from pipelines.common import EXIT_FAILURE
+from pipelines.errors import EXIT_FAILURE
 
 app = typer.Typer(
     help="Read the lineage store: a model's upstream chain, a file's downstream models, "

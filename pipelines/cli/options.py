@@ -24,16 +24,11 @@ from typing import Annotated, Any
 import typer
 
 from pipelines import store
-from pipelines.common import (
-    EXIT_FAILURE,
-    EXIT_USAGE,
-    PipelineError,
-    RunContext,
-    UsageError,
-    resolve_home,
-)
 from pipelines.config import ConfigError, PipelineConfig, load_config
+from pipelines.context import RunContext
 from pipelines.dates import parse_date
+from pipelines.errors import EXIT_FAILURE, EXIT_USAGE, PipelineError, UsageError
+from pipelines.store import resolve_home
 
 log = logging.getLogger("pipelines")
 
@@ -130,11 +125,11 @@ def newest(cfg: PipelineConfig, kind: str, hint: str) -> Path:
     Raises:
         PipelineError: there is none yet; the message names the command to run first (``hint``).
     """
-    marker = store.KINDS[kind]
-    found = store.newest(home(), kind, cfg.name, marker)
+    found = store.newest(home(), kind, cfg.name)
     if found is None:
-        what = marker.removesuffix(".json")
-        raise PipelineError(f"no {what} under {home() / kind / cfg.name}; run `{hint}` first")
+        what = store.MARKERS[store.Kind(kind)].removesuffix(".json")
+        raise PipelineError(f"no {what} under {store.root(home(), kind, cfg.name)}; "
+                            f"run `{hint}` first")
     return found
 
 

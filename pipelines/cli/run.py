@@ -24,7 +24,8 @@ from pipelines.cli.options import (
     parse_overrides,
     parse_span,
 )
-from pipelines.common import EXIT_NOT_PROMOTED, RunContext, utcnow
+from pipelines.context import RunContext, utcnow
+from pipelines.errors import EXIT_NOT_PROMOTED
 
 WindowOpt = Annotated[
     int | None, typer.Option(min=1, max=366, help="spans to train on [default: the config's]")

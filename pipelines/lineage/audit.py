@@ -3,8 +3,8 @@
 Called by :mod:`pipelines.cli.lineage` (``pipelines lineage verify`` and ``runs``) and by tests.
 Read-only, like every lineage query.
 
-Hashes are recomputed the way the producers computed them (``pipelines.common``): a file is the
-sha256 of its bytes, a folder is :func:`~pipelines.common.sha256_tree` (relative paths and file
+Hashes are recomputed the way the producers computed them (``pipelines.hashing``): a file is the
+sha256 of its bytes, a folder is :func:`~pipelines.sha256_tree` (relative paths and file
 hashes in sorted order). An artifact that no longer exists is reported as ``missing`` (landing
 files are cleaned up, old models retired) but only changed bytes make verification fail.
 """
@@ -19,7 +19,7 @@ from urllib.parse import urlparse
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from pipelines.common import sha256_file, sha256_tree
+from pipelines.hashing import sha256_file, sha256_tree
 from pipelines.lineage.query import model_lineage
 from pipelines.lineage.store import (
     COMPLETED,

@@ -42,8 +42,9 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.transport.file import FileConfig, FileTransport
 from openlineage.client.uuid import generate_new_uuid
 
-from pipelines.common import RunContext
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
 from pipelines.lineage.store import json_safe, normalise_kind, summarise
 
 log = logging.getLogger(__name__)
@@ -102,7 +103,7 @@ def make_client(home: Path) -> OpenLineageClient:
         Path(p).is_file() for p in ("openlineage.yml", Path.home() / ".openlineage/openlineage.yml"))
     if explicit:
         return OpenLineageClient()
-    path = Path(home) / "openlineage" / "events.jsonl"
+    path = store.openlineage_events(home)
     path.parent.mkdir(parents=True, exist_ok=True)
     return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
 

@@ -9,8 +9,8 @@ Called by :func:`pipelines.runner.run_step` only::
 The execution row is committed as ``running`` before the step starts. Its artifacts, events and
 final status are committed together in one transaction when the step ends, so a step killed
 half-way leaves an execution marked ``running`` (or ``failed``), never half a graph. A step that
-raises is recorded as ``failed``, ``rejected`` (:class:`~pipelines.common.DataRejected`) or
-``not_promoted`` (:class:`~pipelines.common.NotPromoted`) with the error and whatever artifacts
+raises is recorded as ``failed``, ``rejected`` (:class:`~pipelines.DataRejected`) or
+``not_promoted`` (:class:`~pipelines.NotPromoted`) with the error and whatever artifacts
 ``exc.result`` lists, and the exception goes on. Artifacts are deduplicated by (uri, sha256): a
 step's input is the very row a previous step wrote as its output, which is what links the chain.
 """
@@ -28,8 +28,9 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
-from pipelines.common import DataRejected, NotPromoted, RunContext, code_version
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext, code_version
+from pipelines.errors import DataRejected, NotPromoted
 from pipelines.lineage import openlineage
 from pipelines.lineage.store import (
     COMPLETED,

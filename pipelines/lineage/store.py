@@ -38,7 +38,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipelines.common import PipelineError
+from pipelines import store as artifact_store
+from pipelines.errors import PipelineError
 
 URL_ENV = "PIPELINES_LINEAGE_URL"
 
@@ -163,7 +164,7 @@ def iso(value: dt.datetime | None) -> str | None:
 
 def database_url(home: Path) -> str:
     """``PIPELINES_LINEAGE_URL`` if set, else the SQLite file ``<home>/lineage.db``."""
-    return os.environ.get(URL_ENV) or f"sqlite:///{Path(home) / 'lineage.db'}"
+    return os.environ.get(URL_ENV) or f"sqlite:///{artifact_store.lineage_db(home)}"
 
 
 def describe(url: str) -> str:

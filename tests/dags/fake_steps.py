@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import os
 
-from pipelines.common import DataRejected, artifact
+from pipelines.errors import DataRejected
+from pipelines.results import artifact
 
 
 def _mode() -> str:

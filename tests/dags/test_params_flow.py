@@ -14,8 +14,9 @@ import threading
 import pytest
 
 from pipelines import flow, notify
-from pipelines.common import NotPromoted, RunContext, UsageError
 from pipelines.config import REPO_ROOT
+from pipelines.context import RunContext
+from pipelines.errors import NotPromoted, UsageError
 from pipelines.params import param_schemas, resolve_params
 
 CONFIG = REPO_ROOT / "configs" / "adult.yaml"

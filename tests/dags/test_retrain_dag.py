@@ -21,7 +21,7 @@ CONFIGS = sorted((REPO_ROOT / "configs").glob("*.yaml"))
 CHAIN = ["ingest", "validate", "transform", "train", "evaluate", "is_blessed", "promote", "report"]
 HEAVY = ("tensorflow", "apache_beam", "tensorflow_transform", "tensorflow_model_analysis",
          "great_expectations", "pandas", "sklearn", "tfx_bsl", "pipelines.ingest",
-         "pipelines.validate", "pipelines.preprocess", "pipelines.train", "pipelines.evaluate")
+         "pipelines.validate", "pipelines.transform", "pipelines.train", "pipelines.evaluate")
 
 
 @pytest.fixture(scope="module")

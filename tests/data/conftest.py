@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common import DataRejected
+from pipelines.errors import DataRejected
 from tests.conftest import END_DATE
 
 BAD_SPAN = END_DATE  # the span date the corrupted copies are staged under

@@ -112,7 +112,7 @@ def test_thirty_percent_missing_is_rejected(gate, span_rows):
     rows = with_column(span_rows, WORKCLASS, lambda i, v: "?" if i < 0.3 * n else v)
     err = gate.reject(to_csv(rows))
     line = next(x for x in str(err).splitlines() if "column workclass" in x)
-    assert "missing ('?'), at most 10% allowed" in line
+    assert "of values are '?' (missing), at most 10% allowed" in line
     pct = float(line.split("column workclass: ")[1].split("%")[0])
     assert 30 <= pct < 40
 

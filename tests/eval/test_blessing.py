@@ -9,7 +9,7 @@ from __future__ import annotations
 import pytest
 
 from pipelines import blessing
-from pipelines.common import UsageError
+from pipelines.errors import UsageError
 from tests.eval.conftest import task_config
 
 

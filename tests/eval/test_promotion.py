@@ -24,9 +24,10 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from pipelines import registry
-from pipelines.common import NotPromoted, read_json
 from pipelines.config import REPO_ROOT
+from pipelines.errors import NotPromoted
 from pipelines.lineage.store import Artifact, Event, Execution, get_engine
+from pipelines.store import read_json
 
 pytestmark = pytest.mark.slow
 CONFIG = str(REPO_ROOT / "configs" / "adult.yaml")

@@ -17,14 +17,17 @@ from pathlib import Path
 import pytest
 
 from pipelines import registry
-from pipelines.common import NotPromoted, RunContext, sha256_tree
 from pipelines.config import REPO_ROOT
+from pipelines.context import RunContext
+from pipelines.errors import NotPromoted
+from pipelines.hashing import sha256_tree
 
 PUSH = textwrap.dedent("""
     import json, sys, time
     from pathlib import Path
     from pipelines import registry
-    from pipelines.common import NotPromoted, RunContext
+    from pipelines.context import RunContext
+    from pipelines.errors import NotPromoted
     from pipelines.config import load_config
     cfg = load_config(sys.argv[1])
     home, model, expected, go = Path(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipelines import runner
-from pipelines.common import RunContext
+from pipelines.context import RunContext
 from pipelines.lineage.store import dispose_engines
 from tests.lineage import fake_steps
 

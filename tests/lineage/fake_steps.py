@@ -14,15 +14,10 @@ import shutil
 import signal
 from pathlib import Path
 
-from pipelines.common import (
-    DataRejected,
-    NotPromoted,
-    artifact,
-    sha256_file,
-    sha256_json,
-    sha256_tree,
-    write_json_atomic,
-)
+from pipelines.errors import DataRejected, NotPromoted
+from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.results import artifact
+from pipelines.store import write_json_atomic
 
 STEPS = {name: f"tests.lineage.fake_steps:{name}" for name in (
     "ingest", "validate", "transform", "train", "evaluate", "promote", "boom", "killed")}

@@ -17,8 +17,9 @@ from typer.testing import CliRunner
 
 from pipelines import flow, runner
 from pipelines.cli import app
-from pipelines.common import DataRejected, PipelineError, RunContext
 from pipelines.config import REPO_ROOT
+from pipelines.context import RunContext
+from pipelines.errors import DataRejected, PipelineError
 from pipelines.lineage.audit import verify_model
 from pipelines.lineage.query import model_lineage
 from pipelines.lineage.store import dispose_engines, json_safe

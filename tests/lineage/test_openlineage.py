@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from pipelines import runner
-from pipelines.common import DataRejected, RunContext, sha256_file
+from pipelines.context import RunContext
+from pipelines.errors import DataRejected
+from pipelines.hashing import sha256_file
 from pipelines.lineage.openlineage import dataset_id
 from tests.lineage.conftest import run_fake_chain
 from tests.lineage.openlineage_schema import validator

@@ -12,7 +12,9 @@ from typer.testing import CliRunner
 
 from pipelines import runner
 from pipelines.cli import app
-from pipelines.common import DataRejected, RunContext, sha256_file
+from pipelines.context import RunContext
+from pipelines.errors import DataRejected
+from pipelines.hashing import sha256_file
 from pipelines.lineage.query import data_lineage, model_lineage
 from pipelines.lineage.store import LineageError, dispose_engines
 from tests.lineage.conftest import run_fake_chain
@@ -139,7 +141,7 @@ def test_runs_show_outcomes_and_why(store_home, history):
 
 
 def test_not_promoted_run_says_why(adult_cfg, store_home, landing_files):
-    from pipelines.common import NotPromoted
+    from pipelines.errors import NotPromoted
 
     with pytest.raises(NotPromoted):
         run_fake_chain(adult_cfg, store_home, landing_files, 1, run_id="r", blessed=False)

@@ -12,7 +12,9 @@ from sqlalchemy import func, select, text
 from sqlalchemy.orm import Session
 
 from pipelines import runner
-from pipelines.common import DataRejected, NotPromoted, RunContext, sha256_file
+from pipelines.context import RunContext
+from pipelines.errors import DataRejected, NotPromoted
+from pipelines.hashing import sha256_file
 from pipelines.lineage.store import Artifact, Event, Execution, get_engine
 from tests.lineage.conftest import run_fake_chain
 from tests.lineage.fake_steps import FAILED_EXPECTATION
@@ -100,7 +102,7 @@ def test_a_killed_step_stays_running_with_no_half_graph(adult_cfg, store_home, l
     code = textwrap.dedent(f"""
         from pathlib import Path
         from pipelines import runner
-        from pipelines.common import RunContext
+        from pipelines.context import RunContext
         from pipelines.config import load_config
         from tests.lineage import fake_steps
         runner.STEPS.update(fake_steps.STEPS)

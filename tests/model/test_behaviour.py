@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pipelines.common import PipelineError, RunContext
+from pipelines.context import RunContext
+from pipelines.errors import PipelineError
 from pipelines.train import train
 from tests.model.helpers import labels, predict, raw_examples, with_int_feature
 
@@ -67,7 +68,7 @@ def test_curves_artifact_and_metrics(trained):
     assert trained["metrics"]["eval_auc"] > 0.9
     kinds = {o["kind"] for o in trained["outputs"]}
     assert kinds == {"model", "curves", "curves_plot"}
-    assert trained["inputs"][0]["kind"] == "transform_graph"
+    assert trained["inputs"][0]["kind"] == "TransformGraph"
 
 
 def test_rerun_reuses_the_model(adult_cfg, pipeline_home, transformed, trained):

@@ -15,7 +15,8 @@ import time
 import numpy as np
 import pytest
 
-from pipelines.common import PipelineError, RunContext
+from pipelines.context import RunContext
+from pipelines.errors import PipelineError
 from tests.model.helpers import (
     RELATIONSHIPS,
     TASK_EXCLUDED,
@@ -37,8 +38,8 @@ N_EVAL = 100_000  # every eval row
 @pytest.fixture(scope="module")
 def build(adult_cfg, pipeline_home, snapshot):
     """build(task) -> (cfg, transform result, train result), each task transformed and trained once."""
-    from pipelines.preprocess import transform
     from pipelines.train import train
+    from pipelines.transform import transform
 
     built: dict[str, tuple] = {}
 

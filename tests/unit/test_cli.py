@@ -41,8 +41,8 @@ def test_usage_errors_exit_2(tmp_path):
 @pytest.mark.slow
 def test_ingest_and_validate_json_and_rejection_exit_4(tmp_path):
     home = tmp_path / "home"
-    code, out, err = run(home, "demo-data", "--from", str(RAW_DIR), "--end", END_DATE.isoformat(),
-                         "--json")
+    code, out, err = run(home, "demo-data", CONFIG, "--from", str(RAW_DIR), "--end",
+                         END_DATE.isoformat(), "--json")
     assert code == 0, err
     staged = json.loads(out)
     code, out, err = run(home, "ingest", CONFIG, "--span", END_DATE.isoformat(), "--json")

@@ -9,8 +9,8 @@ import pytest
 
 from pipelines import store
 from pipelines.cli.options import parse_overrides, parse_span
-from pipelines.common import EXIT_USAGE, UsageError
 from pipelines.dates import parse_date
+from pipelines.errors import EXIT_USAGE, UsageError
 
 
 def test_overrides_are_a_dict_of_floats_the_last_one_winning():

@@ -7,9 +7,10 @@ import shutil
 
 import pytest
 
-from pipelines.common import PipelineError, sha256_file
-from pipelines.demo_data import stage_demo_data
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file
 from pipelines.ingest import ingest
+from pipelines.sample_data import stage_sample_data
 from pipelines.snapshots import read_frame
 from tests.conftest import END_DATE, RAW_DIR, SHARED_DATA
 
@@ -24,13 +25,13 @@ def test_demo_data_stages_seven_spans_and_golden(staged):
     assert golden == list(csv.reader(open(SHARED_DATA / "adult_test.csv")))
 
 
-def test_demo_data_refuses_files_that_differ(tmp_path):
+def test_demo_data_refuses_files_that_differ(tmp_path, adult_cfg):
     raw = tmp_path / "raw"
     shutil.copytree(RAW_DIR, raw)
     with open(raw / "adult.data", "ab") as f:
         f.write(b"1,2,3\n")
-    with pytest.raises(PipelineError, match="differs from the published"):
-        stage_demo_data(tmp_path / "home", END_DATE, from_dir=raw)
+    with pytest.raises(PipelineError, match="sha256"):
+        stage_sample_data(adult_cfg, tmp_path / "home", END_DATE, from_dir=raw)
     assert not (tmp_path / "home" / "landing" / "adult").exists()
 
 

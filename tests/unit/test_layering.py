@@ -105,7 +105,7 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_the_graph_sees_the_modules_and_their_imports():
     graph = import_graph()
-    assert {"pipelines.common", "pipelines.config"} <= graph["pipelines.runner"]
+    assert {"pipelines.context", "pipelines.config"} <= graph["pipelines.runner"]
     assert "pipelines.lineage" in graph["pipelines.runner"]  # imported inside run_step
 
 

@@ -6,7 +6,8 @@ import hashlib
 
 import pytest
 
-from pipelines.common import atomic_dir, resolve_home, sha256_file, sha256_tree
+from pipelines.hashing import sha256_file, sha256_tree
+from pipelines.store import publish, resolve_home
 
 
 def test_sha256_file_matches_hashlib(tmp_path):
@@ -29,7 +30,7 @@ def test_sha256_tree_sees_content_and_names(tmp_path):
 
 def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
     final = tmp_path / "artifact"
-    with pytest.raises(RuntimeError), atomic_dir(final) as tmp:
+    with pytest.raises(RuntimeError), publish(final) as tmp:
         (tmp / "half.txt").write_text("half")
         raise RuntimeError("killed")
     assert not final.exists()
@@ -38,7 +39,7 @@ def test_atomic_dir_leaves_nothing_on_failure(tmp_path):
 
 def test_atomic_dir_publishes_whole(tmp_path):
     final = tmp_path / "artifact"
-    with atomic_dir(final) as tmp:
+    with publish(final) as tmp:
         (tmp / "f.txt").write_text("whole")
         assert not final.exists()
     assert (final / "f.txt").read_text() == "whole"
@@ -52,12 +53,12 @@ def test_home_resolution(monkeypatch, tmp_path):
 
 def test_atomic_dir_replace_sets_the_old_copy_aside(tmp_path):
     final = tmp_path / "artifact"
-    with atomic_dir(final) as tmp:
+    with publish(final) as tmp:
         (tmp / "f.txt").write_text("old")
-    with atomic_dir(final) as tmp:  # an identical artifact exists: the new copy is dropped
+    with publish(final) as tmp:  # an identical artifact exists: the new copy is dropped
         (tmp / "f.txt").write_text("new")
     assert (final / "f.txt").read_text() == "old"
-    with atomic_dir(final, replace=True) as tmp:  # a forced re-run replaces it
+    with publish(final, replace=True) as tmp:  # a forced re-run replaces it
         (tmp / "f.txt").write_text("new")
     assert (final / "f.txt").read_text() == "new"
     aside = [p for p in tmp_path.iterdir() if p.name.startswith(".artifact.replaced-")]

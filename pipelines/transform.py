@@ -33,10 +33,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import common
-from pipelines.common import PipelineError, RunContext
+from pipelines import store
 from pipelines.config import PipelineConfig
+from pipelines.context import RunContext
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import SPLITS, provenance, split_pattern, validation_status
+from pipelines.store import publish, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +88,7 @@ def _snapshot_input(uri: str) -> dict[str, Any]:
     files = sorted(f for s in SPLITS for f in (path / s).glob("data-*.tfrecord"))
     # Recorded as ingest recorded it (tree hash of the folder), so lineage links the two steps;
     # the content hash ingest stored in provenance.json addresses the transform.
-    return common.artifact("Snapshot", path.resolve(), common.sha256_tree(path),
+    return artifact(ArtifactKind.SNAPSHOT, path.resolve(), sha256_tree(path),
                            sum(f.stat().st_size for f in files),
                            data_sha256=provenance(path)["content_sha256"])
 
@@ -93,7 +97,7 @@ def transform_id(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
     """Content address of a transform: input data, transform code and the config it reads."""
     import tensorflow_transform as tft
 
-    return common.sha256_json({
+    return sha256_json({
         "snapshots": [i["properties"]["data_sha256"] for i in inputs],
         "module": cfg.transform_module,
         "module_sha256": _module_sha256(cfg),
@@ -114,7 +118,7 @@ def _sort_records(shard_pattern: str, out_file: Path) -> tuple[int, str]:
     with tf.io.TFRecordWriter(str(out_file)) as writer:
         for r in records:
             writer.write(r)
-    return len(records), common.sha256_file(out_file)
+    return len(records), sha256_file(out_file)
 
 
 def _encode_canonical(batch: tuple[Any, dict]) -> list[bytes]:
@@ -194,13 +198,13 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         raise PipelineError("transform needs at least one snapshot URI (snapshot_uris is empty)")
     inputs = [_snapshot_input(u) for u in snapshot_uris]
     tid = transform_id(cfg, inputs)
-    final = Path(home) / "transforms" / cfg.name / tid
+    final = store.path(home, store.Kind.TRANSFORM, cfg.name, tid)
     if (final / RESULT_FILE).is_file() and not force:
         log.info("transform %s exists for these inputs: reusing %s", tid, final)
-        return {**common.read_json(final / RESULT_FILE), "reused": True}
+        return {**read_json(final / RESULT_FILE), "reused": True}
 
     started = time.perf_counter()
-    with common.atomic_dir(final, replace=force) as tmp:
+    with publish(final, replace=force) as tmp:
         run_beam(cfg, [split_pattern(u, "train") for u in snapshot_uris],
                  [split_pattern(u, "eval") for u in snapshot_uris], tmp)
         rows, hashes = {}, {}
@@ -211,19 +215,19 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         shutil.rmtree(tmp / "shards")
         result = _result(cfg, final, tmp, tid, inputs, rows, hashes,
                          seconds=round(time.perf_counter() - started, 2))
-        common.write_json_atomic(tmp / RESULT_FILE, result)
+        write_json_atomic(tmp / RESULT_FILE, result)
     log.info("transform %s written to %s (%s)", tid, final, rows)
     return {**result, "reused": False}
 
 
 def _result(cfg: PipelineConfig, final: Path, tmp: Path, tid: str, inputs: list[dict],
             rows: dict[str, int], hashes: dict[str, str], seconds: float) -> dict[str, Any]:
-    graph_sha = common.sha256_tree(tmp / GRAPH_DIR)
+    graph_sha = sha256_tree(tmp / GRAPH_DIR)
     patterns = {s: str(final / DATA_DIR / s / "data-*.tfrecord") for s in SPLITS}
     graph_size = sum(f.stat().st_size for f in (tmp / GRAPH_DIR).rglob("*") if f.is_file())
-    outputs = [common.artifact("transform_graph", final / GRAPH_DIR, graph_sha, graph_size,
+    outputs = [artifact(ArtifactKind.TRANSFORM_GRAPH, final / GRAPH_DIR, graph_sha, graph_size,
                                module=cfg.transform_module)]
-    outputs += [common.artifact("transformed_examples", final / DATA_DIR / s / DATA_FILE,
+    outputs += [artifact(ArtifactKind.TRANSFORMED_EXAMPLES, final / DATA_DIR / s / DATA_FILE,
                                 hashes[s], (tmp / DATA_DIR / s / DATA_FILE).stat().st_size,
                                 split=s, rows=rows[s]) for s in SPLITS]
     return {
@@ -231,7 +235,7 @@ def _result(cfg: PipelineConfig, final: Path, tmp: Path, tid: str, inputs: list[
         "transform_uri": str(final),
         "transform_graph_uri": str(final / GRAPH_DIR),
         "transformed": patterns,
-        "sha256": common.sha256_json({"graph": graph_sha, **hashes}),
+        "sha256": sha256_json({"graph": graph_sha, **hashes}),
         "rows": rows,
         "seconds": seconds,
         "inputs": inputs,

@@ -15,8 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from pipelines.common import PipelineError, RunContext, sha256_file, sha256_tree, write_json_atomic
-from pipelines.preprocess import transform
+from pipelines.context import RunContext
+from pipelines.errors import PipelineError
+from pipelines.hashing import sha256_file, sha256_tree
+from pipelines.store import write_json_atomic
+from pipelines.transform import transform
 from tests.conftest import SHARED_DATA
 
 SCHEMA_FILE = Path(__file__).parent / "adult_transformed_schema.pbtxt"
@@ -131,7 +134,7 @@ def test_refuses_a_golden_snapshot_and_an_empty_list(adult_cfg, tmp_path):
 
 
 def test_unknown_transform_module_is_a_clear_error(adult_cfg, tmp_path):
-    from pipelines.preprocess import load_preprocessing_fn
+    from pipelines.transform import load_preprocessing_fn
 
     cfg = adult_cfg.model_copy(update={"transform_module": "transforms.nope"})
     with pytest.raises(PipelineError, match="cannot be imported"):
