@@ -29,6 +29,7 @@ import importlib
 import inspect
 import logging
 import shutil
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -68,8 +69,19 @@ def load_preprocessing_fn(cfg: PipelineConfig):
 
 
 def _module_sha256(cfg: PipelineConfig) -> str:
+    """sha256 of the transform module's source and of every module of its package it uses
+    (``transforms/lib.py``, say), so a change to a shared helper is a new transform."""
     module = importlib.import_module(cfg.transform_module)
-    return hashlib.sha256(inspect.getsource(module).encode()).hexdigest()
+    package = module.__name__.split(".")[0] + "."
+    used = set()
+    for value in vars(module).values():
+        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
+        if isinstance(name, str) and name.startswith(package) and name != module.__name__:
+            used.add(name)
+    digest = hashlib.sha256(inspect.getsource(module).encode())
+    for name in sorted(used):
+        digest.update(inspect.getsource(sys.modules[name]).encode())
+    return digest.hexdigest()
 
 
 def _snapshot_input(uri: str) -> dict[str, Any]:
