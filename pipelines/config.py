@@ -111,6 +111,8 @@ class Source(_Strict):
     delimiter: str = Field(",", min_length=1, max_length=1)
     missing_marker: str = Field("", description="a cell equal to it (or empty) is missing")
     span_format: str = "%Y-%m-%d"
+    max_file_bytes: int = Field(
+        2 * 1024**3, ge=1, description="a landing file larger than this is refused by name, unread")
 
     @field_validator("uri_pattern")
     @classmethod
@@ -195,6 +197,9 @@ class Validation(_Strict):
     expectations: str = Field(description="path of the GX suite JSON, relative to the repo root")
     drift: Drift = Drift()
     sample_rows: int = Field(5, ge=0, le=100)
+    max_duplicate_fraction: float = Field(
+        0.01, ge=0, le=1, description="at most this share of a snapshot's rows may repeat an "
+        "earlier row in full (a span landed twice, a loop in the export)")
 
 
 class Model(_Strict):
@@ -235,7 +240,7 @@ class Evaluation(_Strict):
                                       description="binary: score at or above it predicts positive")
     min_slice_size: int = Field(200, ge=0)
     slices: list[list[str]] = Field(
-        default_factory=lambda: [[]],
+        default_factory=lambda: [list[str]()],
         description="slicing specs: [] is overall; each names columns or slice_features")
     slice_features: dict[str, SliceFeature] = Field(default_factory=dict)
     thresholds: dict[str, float] = Field(

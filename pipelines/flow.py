@@ -159,7 +159,7 @@ def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = No
     """
     done: dict[str, Any] = {}
 
-    def step(name: str, fn: Callable[..., dict], *args: Any) -> dict:
+    def step(name: str, fn: Callable[..., Any], *args: Any) -> Any:
         log.info("task %s: start", name)
         done[name] = fn(config_path, ctx, *args, home=home)
         if on_task:

@@ -128,7 +128,7 @@ def label_stats(values: Any, task: str, n_classes: int | None) -> dict[str, Any]
     stats = {"rows": int(values.size), "mean": float(values.mean()), "std": float(values.std()),
              "min": float(values.min()), "max": float(values.max())}
     if task != "regression":
-        k = 2 if task == "binary" else int(n_classes)
+        k = 2 if task == "binary" else int(n_classes or 0)
         wrong = np.unique(values[(values < 0) | (values >= k) | (values != np.round(values))])
         bad = [int(v) if v == round(v) else float(v) for v in wrong.tolist()]
         if bad:
@@ -216,7 +216,7 @@ def build_model(numeric: list[str], categorical: dict[str, int], hp: Any, task: 
     return model
 
 
-def warm_start(model: Any, saved_model_uri: str) -> dict[str, int]:
+def warm_start(model: Any, saved_model_uri: str) -> dict[str, Any]:
     """Copies variables of a SavedModel into ``model`` where name and shape match.
 
     Args:

@@ -16,6 +16,7 @@ from typing import Any
 from pipelines.config import FAIRNESS_GATE, PipelineConfig
 from pipelines.dates import DATE_PATTERN, parse_date
 from pipelines.errors import UsageError
+from pipelines.results import RunParams
 
 SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"
@@ -69,7 +70,7 @@ def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
 
 
 def resolve_params(cfg: PipelineConfig, raw: dict[str, Any] | None,
-                   logical_date: dt.date | None = None) -> dict[str, Any]:
+                   logical_date: dt.date | None = None) -> RunParams:
     """Validates trigger-time params against the config and fills in defaults.
 
     Args:
@@ -114,5 +115,5 @@ def resolve_params(cfg: PipelineConfig, raw: dict[str, Any] | None,
                 f"that configs/{cfg.name}.yaml evaluation.override_bounds allows"
             )
         overrides[name] = float(value)
-    return {"span": span.isoformat(), "window": window, "force": force,
-            "threshold_overrides": overrides}
+    return RunParams(span=span.isoformat(), window=window, force=force,
+                     threshold_overrides=overrides)

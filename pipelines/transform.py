@@ -39,7 +39,7 @@ from pipelines.config import PipelineConfig
 from pipelines.context import RunContext
 from pipelines.errors import PipelineError
 from pipelines.hashing import sha256_file, sha256_json, sha256_tree
-from pipelines.results import ArtifactKind, artifact
+from pipelines.results import Artifact, ArtifactKind, artifact
 from pipelines.snapshots import SPLITS, provenance, split_pattern, validation_status
 from pipelines.store import publish, read_json, write_json_atomic
 
@@ -84,7 +84,7 @@ def _module_sha256(cfg: PipelineConfig) -> str:
     return digest.hexdigest()
 
 
-def _snapshot_input(uri: str) -> dict[str, Any]:
+def _snapshot_input(uri: str) -> Artifact:
     """The lineage record of one input snapshot; refuses missing, unvalidated or rejected ones."""
     path = Path(uri)
     missing = [s for s in SPLITS if not list((path / s).glob("data-*.tfrecord"))]
@@ -105,7 +105,7 @@ def _snapshot_input(uri: str) -> dict[str, Any]:
                            data_sha256=provenance(path)["content_sha256"])
 
 
-def transform_id(cfg: PipelineConfig, inputs: list[dict[str, Any]]) -> str:
+def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
     """Content address of a transform: input data, transform code and the config it reads."""
     import tensorflow_transform as tft
 
@@ -232,7 +232,7 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
     return {**result, "reused": False}
 
 
-def _result(cfg: PipelineConfig, final: Path, tmp: Path, tid: str, inputs: list[dict],
+def _result(cfg: PipelineConfig, final: Path, tmp: Path, tid: str, inputs: list[Artifact],
             rows: dict[str, int], hashes: dict[str, str], seconds: float) -> dict[str, Any]:
     graph_sha = sha256_tree(tmp / GRAPH_DIR)
     patterns = {s: str(final / DATA_DIR / s / "data-*.tfrecord") for s in SPLITS}
