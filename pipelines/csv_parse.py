@@ -8,10 +8,13 @@ the validation gate can reject the snapshot with a message a data engineer under
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
 import math
+import os
+import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -20,10 +23,87 @@ from pipelines.config import PipelineConfig
 # (kind, file uri, label, payload, row hash): kind "row" with a serialized tf.Example, or
 # "malformed" with a JSON line {"file", "line", "reason", "text"}. ``label`` is the row's class as a
 # string (classification) or its target value (regression): what ingest stratifies the split by.
+# A third kind, "file", closes each file: JSON {"uri", "size", "sha256"} of the bytes parsed.
 Record = tuple[str, str, str | float, bytes | str, float]
 ROW = "row"
 MALFORMED = "malformed"
+FILE = "file"
 SAMPLE_CHARS = 200
+READ_CHUNK = 1 << 20
+NUL_PROBE = 65536  # a NUL byte in the first 64 KiB: a binary file, not CSV text
+
+
+class NotRegular(Exception):
+    """The path is not a regular file (a FIFO, device, socket, folder, or a symbolic link)."""
+
+
+class TooLarge(Exception):
+    """The file grew past ``source.max_file_bytes`` while it was read."""
+
+
+def open_regular(uri: str):
+    """Opens a landing file for reading, refusing anything but a regular file without reading it.
+
+    A local path is opened without following a final symbolic link and without blocking (a FIFO
+    would wait for a writer forever), and the opened file is checked with fstat, so what is read is
+    what was checked. Other URIs (object stores) go through Beam's file systems.
+    """
+    if "://" in uri and not uri.startswith("file://"):
+        from apache_beam.io.filesystems import FileSystems
+
+        return FileSystems.open(uri, compression_type="uncompressed")
+    path = uri.removeprefix("file://")
+    flags = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise NotRegular("a symbolic link: refused (only regular files are ingested)") from None
+        raise NotRegular(f"cannot be opened: {exc.strerror}") from None
+    info = os.fstat(fd)
+    if not stat.S_ISREG(info.st_mode):
+        os.close(fd)
+        raise NotRegular(f"not a regular file ({file_kind(info.st_mode)}): refused unread")
+    os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb", buffering=0)
+
+
+def file_kind(mode: int) -> str:
+    for test, name in ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISLNK, "a symbolic link")):
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+class HashingStream(io.RawIOBase):
+    """A read-only stream over ``f`` that hashes and counts every byte read through it."""
+
+    def __init__(self, f, max_bytes: int | None = None):
+        super().__init__()
+        self.f, self.max_bytes = f, max_bytes
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:
+        data = self.f.read(len(b))
+        n = len(data)
+        b[:n] = data
+        self.sha.update(data)
+        self.size += n
+        if self.max_bytes is not None and self.size > self.max_bytes:
+            raise TooLarge
+        return n
+
+    def drain(self) -> None:
+        """Reads (and hashes) what the parser left unread, so the hash covers the whole file."""
+        chunk = bytearray(READ_CHUNK)
+        while self.readinto(chunk):
+            pass
 
 
 @dataclass(frozen=True)
@@ -39,6 +119,7 @@ class RowParser:
     nullable: frozenset[str]
     row_key: tuple[str, ...]
     salt: str
+    max_bytes: int | None = None  # source.max_file_bytes
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig) -> RowParser:
@@ -51,6 +132,7 @@ class RowParser:
             classes_shown=str(classes),
             nullable=frozenset(c.name for c in cfg.columns if c.nullable),
             row_key=tuple(cfg.row_key), salt=cfg.split.salt,
+            max_bytes=cfg.source.max_file_bytes,
         )
 
     # -- routing -----------------------------------------------------------------------------
@@ -118,13 +200,18 @@ class RowParser:
 
     def parse_rows(self, uri: str, rows: Iterator[tuple[int, list[str]]],
                    names: list[str]) -> Iterator[Record]:
-        for line_no, fields in rows:
+        for item in rows:
+            if item[0] == MALFORMED:
+                yield item
+                continue
+            line_no, fields = item
             if not fields or fields == [""]:
                 continue
             if len(fields) != len(names):
+                hint = ("an unterminated quote?" if any('"' in f or "\n" in f for f in fields)
+                        else "truncated line or wrong delimiter?")
                 yield self.bad(uri, line_no, f"{len(fields)} fields where the header has "
-                               f"{len(names)} (truncated line or wrong delimiter?)",
-                               self.delimiter.join(fields))
+                               f"{len(names)} ({hint})", self.delimiter.join(fields))
                 continue
             values = dict(zip(names, (f.strip() for f in fields), strict=True))
             payload, reason = self.to_example(values)
@@ -156,28 +243,52 @@ class RowParser:
         return None
 
     def parse_file(self, uri: str) -> Iterator[Record]:
-        """All records of one landing file. Never raises on bad content: it reports it."""
-        from apache_beam.io.filesystems import FileSystems
+        """All records of one landing file, then one ``file`` record with the size and sha256 of
+        exactly the bytes parsed (the file is read once, streamed, hashed as it is read).
 
-        with FileSystems.open(uri) as f:
-            data = f.read()
-        if self.fmt == "parquet":
-            yield from self.parse_parquet(uri, data)
+        Never raises on bad content: it reports it. A file that is not a regular file when it is
+        opened (a FIFO, a device, a link swapped in) is reported without reading it.
+        """
+        try:
+            raw = open_regular(uri)
+        except NotRegular as exc:
+            yield self.bad(uri, None, str(exc))
             return
-        if b"\x00" in data[:65536]:
+        stream = HashingStream(raw, self.max_bytes)
+        try:
+            with raw:
+                if self.fmt == "parquet":
+                    yield from self.parse_parquet(uri, stream)
+                else:
+                    yield from self.parse_csv(uri, stream)
+                stream.drain()
+        except TooLarge:
+            yield self.bad(uri, None, f"larger than source.max_file_bytes ({self.max_bytes:,} "
+                           "bytes) while it was read (a file still being written?)")
+            return
+        yield self.file_record(uri, stream)
+
+    def file_record(self, uri: str, stream: HashingStream) -> Record:
+        doc = {"uri": uri, "size": stream.size, "sha256": stream.sha.hexdigest()}
+        return (FILE, uri, "", json.dumps(doc), 0.0)
+
+    def parse_csv(self, uri: str, stream: HashingStream) -> Iterator[Record]:
+        buffered = io.BufferedReader(stream, buffer_size=READ_CHUNK)
+        if b"\x00" in buffered.peek(NUL_PROBE)[:NUL_PROBE]:
             yield self.bad(uri, None, "binary content (NUL bytes): not a CSV text file")
             return
-        try:
-            text = data.decode("utf-8-sig")  # a byte order mark (spreadsheet exports) is not data
-        except UnicodeDecodeError as exc:
-            yield self.bad(uri, None, f"not UTF-8 text ({exc.reason} at byte {exc.start})")
-            return
-        rows = enumerate(csv.reader(io.StringIO(text), delimiter=self.delimiter), start=1)
+        # utf-8-sig: a byte order mark (spreadsheet exports) is not data.
+        text = io.TextIOWrapper(buffered, encoding="utf-8-sig", newline="")
+        reader = csv.reader(text, delimiter=self.delimiter)
         names = [n for n, _ in self.columns]
+        rows = self.csv_rows(uri, reader)
         if self.header:
             first = next(rows, None)
             if first is None:
                 return  # an empty file: zero rows, which the row-count expectation rejects
+            if first[0] == MALFORMED:
+                yield first
+                return
             problem = self.check_header(uri, first[1])
             if problem:
                 yield self.bad(uri, 1, problem, self.delimiter.join(first[1]))
@@ -185,9 +296,32 @@ class RowParser:
             names = [h.strip() for h in first[1]]
         yield from self.parse_rows(uri, rows, names)
 
-    def parse_parquet(self, uri: str, data: bytes) -> Iterator[Record]:
+    def csv_rows(self, uri: str, reader) -> Iterator:
+        """(first line, fields) of each CSV record; a record that cannot be read (an unterminated
+        quote, a field over the csv field limit, bytes that are not UTF-8) ends the file with one
+        malformed record naming the line, as a record (MALFORMED, ...) in place of the row."""
+        start = 1
+        while True:
+            try:
+                fields = next(reader)
+            except StopIteration:
+                return
+            except csv.Error as exc:
+                quoted = " (an unterminated quote?)" if "field limit" in str(exc) else ""
+                yield self.bad(uri, start, f"CSV record starting at line {start} cannot be read: "
+                               f"{exc}{quoted}; nothing after it in the file was read")
+                return
+            except UnicodeDecodeError as exc:
+                yield self.bad(uri, start, f"not UTF-8 text ({exc.reason}) at or after line "
+                               f"{start}")
+                return
+            yield start, fields
+            start = reader.line_num + 1
+
+    def parse_parquet(self, uri: str, stream: HashingStream) -> Iterator[Record]:
         import pyarrow.parquet as pq
 
+        data = stream.readall()  # Parquet needs the whole file (its footer is at the end)
         try:
             table = pq.read_table(io.BytesIO(data))
         except Exception as exc:  # noqa: BLE001 - any reader error is a bad file, said as such

@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Any
 
@@ -27,13 +28,13 @@ from pipelines.beam_options import pipeline_options
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext, code_version, utcnow
 from pipelines.errors import PipelineError
-from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.hashing import sha256_json, sha256_tree
 from pipelines.results import ArtifactKind, artifact
 from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, snapshots_root
-from pipelines.store import publish, read_json, resolve_landing, write_json_atomic
+from pipelines.store import publish, read_json, resolve_landing, revision, write_json_atomic
 
 log = logging.getLogger(__name__)
-INGEST_FORMAT = 3  # bump when the snapshot layout or parsing changes: it is part of the id
+INGEST_FORMAT = 4  # bump when the snapshot layout or parsing changes: it is part of the id
 
 
 def span_regex(pattern: str) -> re.Pattern:
@@ -74,7 +75,7 @@ def resolve_files(cfg: PipelineConfig, landing: Path, span: dt.date | None, wind
         if not files:
             raise PipelineError(f"no golden set file matches {pattern}; run `pipelines demo-data` "
                                 "or copy the golden set there")
-        return ["golden"], files
+        return ["golden"], check_landing_files(cfg, landing, files)
     spans = available_spans(cfg, landing)
     if span is None:
         if not spans:
@@ -88,17 +89,99 @@ def resolve_files(cfg: PipelineConfig, landing: Path, span: dt.date | None, wind
     if len(chosen) < window:
         log.warning("window of %d spans ending %s: only %d spans exist (%s)", window, span,
                     len(chosen), ", ".join(d.isoformat() for d in chosen))
-    return [d.isoformat() for d in chosen], [f for d in chosen for f in spans[d]]
+    return ([d.isoformat() for d in chosen],
+            check_landing_files(cfg, landing, [f for d in chosen for f in spans[d]]))
 
 
-def describe_files(files: list[str]) -> list[dict[str, Any]]:
+def check_landing_files(cfg: PipelineConfig, landing: Path, files: list[str]) -> list[str]:
+    """The files to read, each a regular file inside the landing area no larger than
+    ``source.max_file_bytes``; anything else is refused by name before a byte of it is read.
+
+    A symbolic link (or a linked folder) is followed only when it resolves inside the landing area,
+    and the resolved path is what gets read and recorded. FIFOs, devices, sockets and folders named
+    like a landing file are refused: none is opened.
+    """
+    root = os.path.realpath(landing)
+    cap = cfg.source.max_file_bytes
+    out, problems = [], []
+    for f in files:
+        real = os.path.realpath(f)
+        if os.path.commonpath([real, root]) != root:
+            problems.append(f"{f}: a symbolic link (or under a linked folder) that leads outside "
+                            f"the landing area {root}; refused, not followed (copy the file in)")
+            continue
+        try:
+            info = os.stat(real)
+        except OSError as exc:
+            problems.append(f"{f}: cannot be read ({exc.strerror})")
+            continue
+        if not stat.S_ISREG(info.st_mode):
+            problems.append(f"{f}: {csv_parse.file_kind(info.st_mode)}, not a regular file; "
+                            "refused, not read (remove it from the landing area)")
+        elif info.st_size > cap:
+            problems.append(f"{f}: {info.st_size:,} bytes, over source.max_file_bytes ({cap:,}); "
+                            "refused, not read (raise the limit in the config if the file is "
+                            "genuine)")
+        else:
+            out.append(real)
+    if problems:
+        raise PipelineError(f"{len(problems)} landing file(s) refused:\n"
+                            + "\n".join(f"- {p}" for p in problems))
+    return out
+
+
+def describe_files(files: list[str], max_bytes: int | None = None) -> list[dict[str, Any]]:
+    """Size, time and sha256 of each file as it is now: what decides the snapshot id before the
+    files are parsed (to find an existing snapshot of the same bytes). What provenance records is
+    what the parser read (:func:`parsed_files`), and ingest refuses a file whose bytes changed in
+    between."""
     out = []
     for f in files:
-        st = os.stat(f)
-        out.append({"uri": os.path.abspath(f), "size": st.st_size,
+        try:
+            raw = csv_parse.open_regular(f)
+        except csv_parse.NotRegular as exc:
+            raise PipelineError(f"{f}: {exc}") from None
+        stream = csv_parse.HashingStream(raw, max_bytes)
+        try:
+            with raw:
+                stream.drain()
+                st = os.fstat(raw.fileno())
+        except csv_parse.TooLarge:
+            raise PipelineError(f"{f}: grew over source.max_file_bytes ({max_bytes:,}) while it "
+                                "was hashed; refused") from None
+        out.append({"uri": os.path.abspath(f), "size": stream.size,
                     "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(),
-                    "sha256": sha256_file(f)})
+                    "sha256": stream.sha.hexdigest()})
     return out
+
+
+def parsed_files(out: Path, described: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The files as the parser read them (size and sha256 of exactly the bytes parsed), checked
+    against what decided the snapshot id; a file that changed in between is refused by name."""
+    path = out / ".files.jsonl"
+    parsed = {}
+    if path.is_file():
+        for line in path.read_text().splitlines():
+            doc = json.loads(line)
+            parsed[doc["uri"]] = doc
+        path.unlink()
+    problems, files = [], []
+    for f in described:
+        got = parsed.get(f["uri"])
+        if got is None:
+            problems.append(f"{f['uri']}: not read to its end (see malformed.jsonl: it was "
+                            "replaced by something that is not a regular file, or grew over "
+                            "source.max_file_bytes, while it was ingested)")
+        elif (got["size"], got["sha256"]) != (f["size"], f["sha256"]):
+            problems.append(f"{f['uri']}: changed while it was ingested ({f['size']:,} bytes "
+                            f"when listed, {got['size']:,} bytes parsed)")
+        else:
+            files.append({**f, "size": got["size"], "sha256": got["sha256"]})
+    if problems:
+        raise PipelineError("landing files changed under ingest; nothing was published. Ingest "
+                            "again once the landing writer has finished:\n"
+                            + "\n".join(f"- {p}" for p in problems))
+    return files
 
 
 def snapshot_identity(cfg: PipelineConfig, spans: list[str], files: list[dict], golden: bool) -> str:
@@ -109,7 +192,8 @@ def snapshot_identity(cfg: PipelineConfig, spans: list[str], files: list[dict], 
         "spans": spans,
         "files": sorted(f["sha256"] for f in files),
         "columns": [c.model_dump() for c in cfg.columns],
-        "source": cfg.source.model_dump(exclude={"uri_pattern", "golden_pattern"}),
+        "source": cfg.source.model_dump(exclude={"uri_pattern", "golden_pattern",
+                                                 "max_file_bytes"}),
         "label": cfg.label.model_dump(),
         "row_key": cfg.row_key,
         "split": None if golden else cfg.split.model_dump(),
@@ -179,8 +263,9 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
     with beam.Pipeline(options=pipeline_options(cfg)) as p:
         parsed = (p | "Files" >> beam.Create(files)
                     | "Parse" >> beam.FlatMap(parser.parse_file))
-        rows, bad = parsed | "Kind" >> beam.Partition(
-            lambda rec, n: 0 if rec[0] == csv_parse.ROW else 1, 2)
+        kinds = (csv_parse.ROW, csv_parse.MALFORMED, csv_parse.FILE)
+        rows, bad, read = parsed | "Kind" >> beam.Partition(
+            lambda rec, n: kinds.index(rec[0]), len(kinds))
         if regression:
             edges = beam.pvalue.AsSingleton(
                 rows | "Targets" >> beam.Map(lambda rec: float(rec[2]))
@@ -211,6 +296,10 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
          | "PayloadBad" >> beam.Map(lambda rec: rec[3])
          | "WriteBad" >> beam.io.WriteToText(str(out / "malformed"), file_name_suffix=".jsonl",
                                              shard_name_template=""))
+        (read  # the size and sha256 of the bytes each file's parse read (parsed_files)
+         | "PayloadFile" >> beam.Map(lambda rec: rec[3])
+         | "WriteFiles" >> beam.io.WriteToText(str(out / ".files"), file_name_suffix=".jsonl",
+                                               shard_name_template=""))
         ((routed, bad)
          | "All" >> beam.Flatten()
          | "StatKey" >> beam.Map(lambda rec: (json.dumps([rec[0], rec[1], str(rec[2])]), 1))
@@ -264,8 +353,14 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
            force: bool = False) -> dict[str, Any]:
     """Ingests a span, a window of spans ending at ``span``, or the golden set.
 
-    ``force`` ingests again even when a snapshot of the same bytes exists; the old copy is set
-    aside as a hidden sibling, never deleted.
+    Landing files must be regular files inside the landing area, no larger than
+    ``source.max_file_bytes`` (:func:`check_landing_files`). Each file is read once by the parser,
+    which hashes what it reads; provenance records those sizes and hashes, and a file whose bytes
+    changed since they were listed is refused (:func:`parsed_files`), nothing published.
+
+    ``force`` ingests again even when a snapshot of the same bytes exists: the new snapshot is
+    ``<id>-r<N>`` beside the old one (validated afresh), and the old one, which lineage may point
+    to, is left untouched.
 
     Returns:
         The step result (docs/CONTRACTS.md): snapshot id and URI, whether an identical snapshot
@@ -273,11 +368,14 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
     """
     landing = resolve_landing(Path(home), landing)
     spans, files = resolve_files(cfg, landing, span, window, golden)
-    file_info = describe_files(files)
+    file_info = describe_files(files, cfg.source.max_file_bytes)
     identity = snapshot_identity(cfg, spans, file_info, golden)
     snapshot_id = identity[:16]
     final = snapshots_root(cfg, home) / snapshot_id
-    reused = final.is_dir() and not force  # force: ingest again, set the old copy aside
+    reused = final.is_dir() and not force
+    if force and final.is_dir():  # never over an artifact lineage may point to: a new revision
+        final = revision(final)
+        snapshot_id = final.name
     if reused:
         log.info("snapshot %s already holds these bytes: reusing it, writing nothing", snapshot_id)
         prov = read_json(final / "provenance.json")
@@ -285,8 +383,9 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
         splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
         log.info("ingesting %d files (%d spans: %s) into snapshot %s", len(files), len(spans),
                  ", ".join(spans), snapshot_id)
-        with publish(final, replace=force) as out:
+        with publish(final) as out:
             run_beam(cfg, files, out, golden)
+            file_info = parsed_files(out, file_info)
             for split in splits:
                 (out / split).mkdir(exist_ok=True)
             summary = summarise(cfg, out, splits, file_info)

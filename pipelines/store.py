@@ -13,7 +13,9 @@ builds a path under the home. Layout::
 
 An artifact is immutable and published atomically (:func:`publish`: written under a hidden
 temporary name, renamed into place in one step). Folders whose name starts with a dot are not
-artifacts: ``.tmp-*`` is one being written, ``.<id>.replaced-*`` one set aside by a forced re-run.
+artifacts: ``.tmp-*`` is one being written (its writer locks ``.tmp-*.lock``), ``.<id>.replaced-*``
+one set aside by :func:`publish` with ``replace``. A forced re-run of a step writes a new artifact
+``<id>-r<N>`` beside the old one (:func:`revision`), never over it.
 An object-store home would plug in here (the paths below are the only ones the code builds).
 """
 
@@ -129,34 +131,135 @@ def load_record(uri: str | os.PathLike, kind: Kind | str, hint: str = "") -> dic
     return read_json(record)
 
 
+# A ``.tmp-*`` folder whose writer is gone (killed, machine lost) is swept by the next publish into
+# the same parent once it is older than this; a live writer holds a lock on its ``.lock`` file.
+STALE_TMP_SECONDS = 15 * 60
+_RENAME_EXCHANGE = 2  # renameat2 flag (linux/fs.h): swap two paths in one step
+
+
+def revision(final: Path) -> Path:
+    """Where a forced re-run of the artifact ``final`` goes: the first free ``<name>-r<N>`` sibling.
+
+    A forced re-run never rewrites an artifact lineage may point to; it writes a new one beside it,
+    so every recorded chain still finds the exact bytes it recorded.
+    """
+    final = Path(final)
+    taken = {p.name for p in final.parent.glob(f"{final.name}-r*")} if final.parent.is_dir() else set()
+    n = 1
+    while f"{final.name}-r{n}" in taken:
+        n += 1
+    return final.parent / f"{final.name}-r{n}"
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swaps two paths atomically (Linux renameat2 RENAME_EXCHANGE); False where unsupported."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: the file system cannot swap
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def sweep_stale_tmp(parent: Path, max_age: float = STALE_TMP_SECONDS) -> list[Path]:
+    """Removes ``.tmp-*`` folders under ``parent`` left by writers that died (kill -9, a lost
+    worker): older than ``max_age`` seconds and whose lock no live process holds."""
+    import fcntl
+    import time
+
+    removed = []
+    if not Path(parent).is_dir():
+        return removed
+    now = time.time()
+    for tmp in Path(parent).glob(".tmp-*"):
+        if tmp.suffix == ".lock" or not tmp.is_dir() or tmp.is_symlink():
+            continue
+        try:
+            if now - tmp.stat().st_mtime < max_age:
+                continue
+        except FileNotFoundError:
+            continue
+        lock = tmp.with_name(tmp.name + ".lock")
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CLOEXEC)
+        except FileNotFoundError:
+            fd = None  # no lock file: a writer from before locks, or one that died at once
+        try:
+            if fd is not None:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    continue  # its writer is alive
+            shutil.rmtree(tmp, ignore_errors=True)
+            with contextlib.suppress(FileNotFoundError):
+                lock.unlink()
+            removed.append(tmp)
+        finally:
+            if fd is not None:
+                os.close(fd)
+    return removed
+
+
 @contextlib.contextmanager
 def publish(final: Path, replace: bool = False) -> Iterator[Path]:
     """Yields a temporary sibling folder; on success renames it to ``final`` in one step.
 
     Readers never see half an artifact: on error the temporary folder is removed and ``final`` is
     not created. If ``final`` exists (a concurrent writer of the same content-addressed artifact),
-    the new copy is dropped and the existing one kept, unless ``replace`` (a forced re-run): then
-    the existing folder is set aside as a hidden ``.<name>.replaced-<time>`` sibling, never deleted.
+    the new copy is dropped and the existing one kept. ``replace`` swaps the new folder in for an
+    existing one in one step (Linux ``renameat2`` exchange: a reader finds the old complete folder
+    or the new one, never none) and keeps the old one as a hidden ``.<name>.replaced-<time>``
+    sibling. Steps never replace an artifact lineage points to: a forced re-run publishes under
+    :func:`revision` instead.
+
+    The temporary folder's writer holds a lock on ``<tmp>.lock``; each publish sweeps the
+    ``.tmp-*`` folders of dead writers older than :data:`STALE_TMP_SECONDS` (:func:`sweep_stale_tmp`).
     """
+    import fcntl
+
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
+    sweep_stale_tmp(final.parent)
     tmp = final.parent / f".tmp-{final.name}-{uuid.uuid4().hex[:8]}"
-    tmp.mkdir()
+    lock = tmp.with_name(tmp.name + ".lock")
+    lock_fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    fcntl.flock(lock_fd, fcntl.LOCK_EX)  # held until this writer finishes or dies
     try:
-        yield tmp
-        if replace and final.exists():
-            stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
-            os.rename(final, final.parent / f".{final.name}.replaced-{stamp}-{uuid.uuid4().hex[:6]}")
+        tmp.mkdir()
         try:
-            os.rename(tmp, final)
-        except OSError:
-            if final.exists():
-                shutil.rmtree(tmp, ignore_errors=True)
-            else:
-                raise
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+            yield tmp
+            if replace and final.exists():
+                stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
+                aside = final.parent / f".{final.name}.replaced-{stamp}-{uuid.uuid4().hex[:6]}"
+                if _exchange(tmp, final):
+                    tmp, swapped = aside, tmp  # the old folder is now at the temporary name
+                    os.rename(swapped, aside)
+                    return
+                os.rename(final, aside)  # no atomic swap on this file system: a short gap
+            try:
+                os.rename(tmp, final)
+            except OSError:
+                if final.exists():
+                    shutil.rmtree(tmp, ignore_errors=True)
+                else:
+                    raise
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()
+        os.close(lock_fd)
 
 
 def write_json_atomic(target: Path, obj: Any) -> None:

@@ -268,7 +268,8 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         ctx: who runs the step (recorded by the runner).
         transform_uri: a transform artifact written by the transform step.
         warm_start_from: optional SavedModel (the production model) to start the weights from.
-        force: train again even when a model for these inputs exists (the old one is set aside).
+        force: train again even when a model for these inputs exists: the new model is
+            ``<id>-r<N>`` beside the old one, which stays untouched.
 
     Returns:
         model_uri (the SavedModel folder), model_id, sha256, task, metrics (``eval_loss`` and
@@ -298,6 +299,9 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     if (final / RESULT_FILE).is_file() and not force:
         log.info("model %s exists for these inputs: reusing %s", mid, final)
         return {**read_json(final / RESULT_FILE), "reused": True}
+    if force and final.exists():  # never over an artifact lineage may point to: a new revision
+        final = store.revision(final)
+        mid = final.name
 
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(transform["transform_graph_uri"])
@@ -306,7 +310,7 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     check_serving_inputs(cfg, tft_output, numeric + list(categorical))
     model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
     headline = info["headline_metric"]
-    with publish(final, replace=force) as tmp:
+    with publish(final) as tmp:
         export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR)
         save_curves(curves, tmp / "curves.json", tmp / "curves.png",
                     headline=headline.removeprefix("eval_"))

@@ -195,8 +195,8 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         home: artifact store root.
         ctx: who runs the step (unused here beyond lineage, kept for the step signature).
         snapshot_uris: accepted snapshots; their train splits are analyzed together.
-        force: transform again even when an identical transform exists (the old one is set
-            aside, not deleted).
+        force: transform again even when an identical transform exists: the new transform is
+            ``<id>-r<N>`` beside the old one, which stays untouched.
 
     Returns:
         transform_id, transform_uri, transform_graph_uri, transformed{train,eval} (file
@@ -214,9 +214,12 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
     if (final / RESULT_FILE).is_file() and not force:
         log.info("transform %s exists for these inputs: reusing %s", tid, final)
         return {**read_json(final / RESULT_FILE), "reused": True}
+    if force and final.exists():  # never over an artifact lineage may point to: a new revision
+        final = store.revision(final)
+        tid = final.name
 
     started = time.perf_counter()
-    with publish(final, replace=force) as tmp:
+    with publish(final) as tmp:
         run_beam(cfg, [split_pattern(u, "train") for u in snapshot_uris],
                  [split_pattern(u, "eval") for u in snapshot_uris], tmp)
         rows, hashes = {}, {}

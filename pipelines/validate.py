@@ -12,6 +12,8 @@ accepted or rejected, and a rejected snapshot is kept, never deleted. A rejectio
 
 from __future__ import annotations
 
+import copy
+import html
 import json
 import logging
 import os
@@ -51,7 +53,8 @@ def load_suite(cfg: PipelineConfig) -> dict[str, Any]:
 def contract_sha256(cfg: PipelineConfig) -> str:
     """What a stored verdict depends on besides the data: the suite and the drift settings."""
     return sha256_json({"suite": load_suite(cfg), "drift": cfg.validation.drift.model_dump(),
-                        "columns": [c.model_dump() for c in cfg.columns]})
+                        "columns": [c.model_dump() for c in cfg.columns],
+                        "max_duplicate_fraction": cfg.validation.max_duplicate_fraction})
 
 
 def run_suite(suite_json: dict[str, Any], frame) -> Any:
@@ -83,12 +86,46 @@ def run_suite(suite_json: dict[str, Any], frame) -> Any:
                                                 "partial_unexpected_count": 5})
 
 
+def _escape(value: Any) -> Any:
+    """Every string inside ``value`` (dicts, lists, tuples) HTML-escaped."""
+    if isinstance(value, str):
+        return html.escape(value, quote=True)
+    if isinstance(value, dict):
+        return {k: _escape(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_escape(v) for v in value)
+    return value
+
+
 def render_data_docs(gx_result: Any) -> str:
-    """The GX Data Docs page of one validation run, as standalone HTML."""
+    """The GX Data Docs page of one validation run, as standalone HTML.
+
+    GX writes observed values (sample offending values, value counts) into the page as markup,
+    unescaped, and they come from landing files anyone with write access to the landing area
+    controls; so the page is rendered from a copy of the result whose strings are escaped (a
+    value ``<script>`` shows as text, never runs).
+    """
     from great_expectations.render.renderer import ValidationResultsPageRenderer
     from great_expectations.render.view import DefaultJinjaPageView
 
-    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(gx_result))
+    safe = copy.deepcopy(gx_result)
+    for r in safe.results:  # the suite's own kwargs come from the repo and GX escapes them
+        r.result = _escape(r.result)
+        r.exception_info = _escape(r.exception_info)
+    return DefaultJinjaPageView().render(ValidationResultsPageRenderer().render(safe))
+
+
+def duplicate_rows(frame, max_fraction: float) -> tuple[dict[str, Any], list[str]]:
+    """Rows that repeat an earlier row in full (every column), against the contract's bound."""
+    dups = int(frame.duplicated(keep="first").sum()) if len(frame) else 0
+    share = dups / len(frame) if len(frame) else 0.0
+    doc = {"rows": dups, "fraction": round(share, 6), "max_fraction": max_fraction,
+           "passed": share <= max_fraction}
+    if doc["passed"]:
+        return doc, []
+    return doc, [f"duplicate rows: {dups:,} of {len(frame):,} rows ({share:.1%}) repeat an earlier "
+                 f"row in full, at most {max_fraction:.1%} allowed "
+                 "(validation.max_duplicate_fraction; a span landed twice?)"]
 
 
 def _fmt(v: Any) -> str:
@@ -237,6 +274,10 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
              force: bool = False) -> dict[str, Any]:
     """Validates one snapshot against the data contract and drift limits.
 
+    ``force`` does not rewrite a stored verdict (lineage points to it): a forced ingest makes a
+    new snapshot revision, which gets its own verdict. A snapshot validated under an older
+    contract is validated again.
+
     Returns:
         The step result (docs/CONTRACTS.md) with ``status`` "accepted".
 
@@ -249,8 +290,12 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
         raise PipelineError(f"{uri} is not a snapshot (no provenance.json); run ingest first")
     vdir = snapshots.validation_dir(uri)
     contract = contract_sha256(cfg)
-    stored = None if force else _reuse(vdir, contract)
+    stored = _reuse(vdir, contract)
     if stored is not None:
+        if force:
+            log.warning("force: snapshot %s already has a verdict, which lineage may point to and "
+                        "which is never rewritten; to validate the same bytes again, ingest with "
+                        "force (a new snapshot revision) and validate that", Path(uri).name)
         log.info("snapshot %s already validated (%s): returning the stored result",
                  Path(uri).name, stored["status"])
         return _raise_if_rejected(_with_output_hash({**stored, "reused": True}, vdir))
@@ -263,6 +308,8 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
     gx_result = run_suite(suite_json, frame)
     records, gx_failures = summarise_gx(gx_result, frame, cfg.validation.sample_rows)
     failures += gx_failures
+    duplicates, dup_failures = duplicate_rows(frame, cfg.validation.max_duplicate_fraction)
+    failures += dup_failures
 
     baseline = snapshots.previous_accepted(cfg, home, uri)
     drift_result: dict[str, Any] = {}
@@ -291,6 +338,7 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
                          "run": len(records), "failed": sum(not r["success"] for r in records)},
         "results": records,
         "malformed": {"rows": int(prov.get("malformed_rows") or 0), "first": malformed_rows},
+        "duplicates": duplicates,
         "drift": drift_result,
         "drift_note": drift_note,
         "baseline_uri": baseline,
@@ -310,7 +358,7 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
     ]
     result["outputs"] = [artifact(ArtifactKind.VALIDATION_RESULT, vdir, None, None, status=status,
                                   failed=len(failures))]
-    with publish(vdir, replace=force) as tmp:
+    with publish(vdir) as tmp:
         (tmp / "data_docs.html").write_text(render_data_docs(gx_result))
         if not frame.empty:
             write_json_atomic(tmp / PROFILE, drift.profile(cfg, frame))
