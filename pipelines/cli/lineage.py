@@ -1,14 +1,18 @@
-"""``pipelines lineage model|data|verify|runs``: the auditor's read-only questions.
+"""``pipelines lineage model|data|verify|export|runs``: the auditor's read-only questions.
 
-Every command reads the lineage store of --home (or ``PIPELINES_LINEAGE_URL``) read-only and never
-writes to it. ``--json`` prints one JSON document; ``model --html`` prints a self-contained page
-with the graph drawn (or writes it with ``--out``). ``verify`` exits 1 when an artifact's bytes no
-longer match their recorded sha256.
+Every command reads the lineage store of --home (or ``PIPELINES_LINEAGE_READ_URL``, else
+``PIPELINES_LINEAGE_URL``) read-only and never writes to it; ``auditor-role`` is the one setup
+command, run once by the database's administrator. ``--json`` prints one JSON document; ``model
+--html`` prints a self-contained page with the graph drawn (or writes it with ``--out``).
+``verify`` exits 1 when an artifact of the version's chain is missing, unchecked or changed, or when
+the store's hash chain is broken (it names the first broken record) or no longer holds the head
+given with ``--head``; ``export`` writes the chain and its head hash for the auditor to keep.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -69,12 +73,24 @@ def _data_text(found: dict[str, Any]) -> str:
 
 
 def _verify_text(report: dict[str, Any]) -> str:
-    lines = [f"{report['pipeline']} version {report['version']}: "
-             f"{'all artifacts match' if report['ok'] else 'CHANGED ARTIFACTS'} {report['counts']}"]
+    lines = []
+    if report["version"] is not None:
+        lines.append(f"{report['pipeline']} version {report['version']}: "
+                     f"{'all artifacts match' if not report['failed'] else 'ARTIFACTS NOT PROVEN'}"
+                     f" {report['counts']}")
     for c in report["artifacts"]:
         if c["status"] != "ok":
             lines.append(f"  {c['status']}: {c['kind']} {c['uri']} recorded {c['recorded']} "
                          f"now {c['actual']}")
+    chain = report["chain"]
+    head = chain["head"] or {}
+    if chain["ok"]:
+        lines.append(f"{report['pipeline']} lineage chain intact: {chain['records']} records, "
+                     f"head {head.get('seq')} {head.get('record_sha256')}")
+    else:
+        lines.append(f"{report['pipeline']} lineage chain BROKEN: "
+                     f"{chain['first_broken']['message']}")
+        lines += [f"  {p['message']}" for p in chain["problems"][1:]]
     return "\n".join(lines)
 
 
@@ -125,14 +141,67 @@ def data(ref: Annotated[str, typer.Argument(help="source file URI or sha256")],
 
 @app.command("verify")
 @handle_errors
-def verify(pipeline: PipelineArg, version: VersionArg, as_json: JsonOpt = False) -> None:
-    """Re-hash every artifact of a version's chain; exit 1 if any bytes changed."""
+def verify(pipeline: PipelineArg,
+           version: Annotated[str | None, typer.Argument(
+               help="registry version whose artifacts to re-hash; omitted: the chain only")] = None,
+           head: Annotated[str | None, typer.Option(
+               help="a head hash from `lineage export` (or the exported file): the chain must "
+                    "still hold it")] = None,
+           as_json: JsonOpt = False) -> None:
+    """Re-hash every artifact of a version's chain and check the store's hash chain; exit 1 if
+    an artifact is missing, unchecked or changed, or a record was edited."""
     from pipelines.lineage.audit import verify_model
 
-    report = verify_model(home(), pipeline, version)
+    if head and Path(head).is_file():
+        head = (json.loads(Path(head).read_text()).get("head") or {}).get("record_sha256") or head
+    report = verify_model(home(), pipeline, version, head=head)
     emit(report, as_json, _verify_text(report))
     if not report["ok"]:
         raise typer.Exit(EXIT_FAILURE)
+
+
+@app.command("export")
+@handle_errors
+def export(pipeline: PipelineArg,
+           out: Annotated[Path | None, typer.Option(help="write the chain to this file")] = None
+           ) -> None:
+    """Write the pipeline's hash chain (every record with what it seals) and its head hash, for
+    the auditor to keep away from the store; `verify --head` later proves nothing before it was
+    rewritten. Refused (exit 1) when the chain is broken now."""
+    from pipelines.lineage.audit import export as export_chain
+
+    chain = export_chain(home(), pipeline)
+    text = json.dumps(chain, indent=2, sort_keys=True, default=str)
+    if out:
+        out.write_text(text + "\n")
+        typer.echo(f"wrote {out}: {len(chain['records'])} records, head "
+                   f"{chain['head']['seq']} {chain['head']['record_sha256']}", err=True)
+    else:
+        typer.echo(text)
+
+
+@app.command("auditor-role")
+@handle_errors
+def auditor_role(
+        role: Annotated[str, typer.Argument(help="the auditor's role name, e.g. lineage_auditor")],
+        password_env: Annotated[str, typer.Option(
+            help="environment variable holding the role's password")] = "LINEAGE_AUDITOR_PASSWORD",
+        writer: Annotated[str | None, typer.Option(
+            help="role that owns the tables [default: the user of PIPELINES_LINEAGE_URL]")] = None
+        ) -> None:
+    """Setup, run once by the database administrator: create (or reset) a PostgreSQL role that
+    can only read the lineage store (PIPELINES_LINEAGE_URL), for PIPELINES_LINEAGE_READ_URL."""
+    from pipelines.errors import UsageError
+    from pipelines.lineage.roles import create_auditor_role
+    from pipelines.lineage.store import URL_ENV, database_url
+
+    url = os.environ.get(URL_ENV)
+    if not url:
+        raise UsageError(f"set {URL_ENV} to the PostgreSQL store (an administrator's URL)")
+    read_url = create_auditor_role(database_url(home()), role, os.environ.get(password_env, ""),
+                                   writer)
+    typer.echo(f"role {role} reads the store and nothing else; give the auditor "
+               f"PIPELINES_LINEAGE_READ_URL={read_url} with the password in place")
 
 
 @app.command("runs")

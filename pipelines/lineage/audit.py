@@ -1,12 +1,16 @@
-"""Auditor checks over the lineage store: re-hash a model's chain, and list runs with their outcome.
+"""Auditor checks over the lineage store: re-hash a model's chain, check the store's hash chain,
+export it, and list runs with their outcome.
 
-Called by :mod:`pipelines.cli.lineage` (``pipelines lineage verify`` and ``runs``) and by tests.
-Read-only, like every lineage query.
+Called by :mod:`pipelines.cli.lineage` (``pipelines lineage verify``, ``export`` and ``runs``) and
+by tests. Read-only, like every lineage query.
 
 Hashes are recomputed the way the producers computed them (``pipelines.hashing``): a file is the
 sha256 of its bytes, a folder is :func:`~pipelines.sha256_tree` (relative paths and file
-hashes in sorted order). An artifact that no longer exists is reported as ``missing`` (landing
-files are cleaned up, old models retired) but only changed bytes make verification fail.
+hashes in sorted order). Verification passes only when every artifact of the model's chain is
+there with its recorded bytes: an artifact that is ``missing`` (deleted, retired, a landing file
+cleaned up), ``unchecked`` (recorded without a sha256, or on a store we cannot read from here) or
+``mismatch`` (other bytes) fails it, since none of them can be proven. The store's own rows are
+checked against the pipeline's hash chain (:mod:`pipelines.lineage.chain`).
 """
 
 from __future__ import annotations
@@ -17,9 +21,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 from sqlalchemy import select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.orm import Session
 
 from pipelines.hashing import sha256_file, sha256_tree
+from pipelines.lineage.chain import export_chain, verify_chain
 from pipelines.lineage.query import model_lineage
 from pipelines.lineage.store import (
     COMPLETED,
@@ -28,8 +34,11 @@ from pipelines.lineage.store import (
     REJECTED,
     RUNNING,
     Execution,
+    LineageError,
     get_engine,
 )
+
+FAILING = ("mismatch", "missing", "unchecked")
 
 
 def local_path(uri: str) -> Path | None:
@@ -54,31 +63,75 @@ def rehash(uri: str) -> tuple[str, str | None]:
     return "missing", None
 
 
-def verify_model(home: Path, pipeline: str, version: str) -> dict[str, Any]:
-    """Re-hashes every artifact of a registry version's chain; ``ok`` only if none changed."""
-    chain = model_lineage(home, pipeline, version)
+def check_chain(home: Path, pipeline: str, head: str | None = None) -> dict[str, Any]:
+    """The pipeline's hash chain re-computed from the store (:func:`~.chain.verify_chain`)."""
+    with Session(get_engine(home, readonly=True)) as session:
+        try:
+            return verify_chain(session, pipeline, head)
+        except (OperationalError, ProgrammingError) as exc:
+            if "chain_" not in str(exc):
+                raise
+    problem = {"seq": None, "execution": None,
+               "message": "the store has no hash chain: it was written by an older version of "
+                          "pipelines. The next step run (any writer) seals its history as found; "
+                          "until then nothing in it can be verified"}
+    return {"pipeline": pipeline, "ok": False, "records": 0, "executions": None, "head": None,
+            "first_broken": problem, "problems": [problem]}
+
+
+def export(home: Path, pipeline: str) -> dict[str, Any]:
+    """The pipeline's chain with its head hash, for an auditor to keep away from the store.
+
+    Raises:
+        LineageError: the chain is broken now (an export is a trust anchor: it is refused rather
+            than anchoring rewritten records), naming the first broken record.
+    """
+    checked = check_chain(home, pipeline)
+    if not checked["ok"]:
+        raise LineageError(
+            f"the {pipeline} chain is broken, nothing exported: {checked['first_broken']['message']}"
+            f" (`pipelines lineage verify {pipeline}` lists every problem)")
+    if not checked["records"]:
+        raise LineageError(f"no record of pipeline {pipeline!r} in the lineage store: nothing to "
+                           f"export")
+    with Session(get_engine(home, readonly=True)) as session:
+        return export_chain(session, pipeline)
+
+
+def verify_model(home: Path, pipeline: str, version: str | None = None,
+                 head: str | None = None) -> dict[str, Any]:
+    """Re-hashes every artifact of a registry version's chain and checks the store's hash chain.
+
+    ``ok`` only if every artifact is present with its recorded bytes (none ``missing``,
+    ``unchecked`` or ``mismatch``) and the hash chain is unbroken (and holds ``head``, when given).
+    Without ``version``, only the hash chain is checked.
+    """
+    chain = check_chain(home, pipeline, head)
     checks = []
-    for art in chain["artifacts"]:
-        check = {"id": art["id"], "kind": art["kind"], "uri": art["uri"],
-                 "recorded": art["sha256"], "actual": None}
-        if not art["sha256"]:
-            check["status"] = "unchecked"
-        else:
-            state, actual = rehash(art["uri"])
-            check["actual"] = actual
-            if state != "present":
-                check["status"] = state
+    if version is not None:
+        for art in model_lineage(home, pipeline, version)["artifacts"]:
+            check = {"id": art["id"], "kind": art["kind"], "uri": art["uri"],
+                     "recorded": art["sha256"], "actual": None}
+            if not art["sha256"]:
+                check["status"] = "unchecked"
             else:
-                check["status"] = "ok" if actual == art["sha256"] else "mismatch"
-        checks.append(check)
+                state, actual = rehash(art["uri"])
+                check["actual"] = actual
+                if state != "present":
+                    check["status"] = state
+                else:
+                    check["status"] = "ok" if actual == art["sha256"] else "mismatch"
+            checks.append(check)
     by_status = defaultdict(list)
     for c in checks:
         by_status[c["status"]].append(c)
     counts = {k: len(v) for k, v in sorted(by_status.items())}
-    return {"pipeline": pipeline, "version": str(version), "ok": not by_status["mismatch"],
-            "counts": counts,
-            "mismatched": by_status["mismatch"], "missing": by_status["missing"],
-            "artifacts": checks}
+    failed = [c for c in checks if c["status"] in FAILING]
+    return {"pipeline": pipeline, "version": None if version is None else str(version),
+            "ok": not failed and chain["ok"], "counts": counts,
+            "failed": failed, "mismatched": by_status["mismatch"],
+            "missing": by_status["missing"], "unchecked": by_status["unchecked"],
+            "artifacts": checks, "chain": chain}
 
 
 def run_outcome(steps: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:

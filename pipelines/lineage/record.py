@@ -13,6 +13,10 @@ raises is recorded as ``failed``, ``rejected`` (:class:`~pipelines.DataRejected`
 ``not_promoted`` (:class:`~pipelines.NotPromoted`) with the error and whatever artifacts
 ``exc.result`` lists, and the exception goes on. Artifacts are deduplicated by (uri, sha256): a
 step's input is the very row a previous step wrote as its output, which is what links the chain.
+
+Both transactions also seal the execution in the pipeline's hash chain
+(:func:`pipelines.lineage.chain.append`): ``start`` with the running row, ``end`` with the closed
+row and its events, so no row can be edited afterwards without ``verify`` naming it.
 """
 
 from __future__ import annotations
@@ -31,7 +35,7 @@ from sqlalchemy.orm import Session
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext, code_version
 from pipelines.errors import DataRejected, NotPromoted
-from pipelines.lineage import openlineage
+from pipelines.lineage import chain, openlineage
 from pipelines.lineage.store import (
     COMPLETED,
     FAILED,
@@ -80,7 +84,7 @@ class ExecutionRecord:
 
     def start(self) -> None:
         """Commits the execution as ``running`` and emits the OpenLineage START event."""
-        row = Execution(
+        fields = dict(
             pipeline=self.cfg.name, step=self.step, run_id=self.ctx.run_id,
             dag_id=self.ctx.dag_id, dag_run_id=self.ctx.dag_run_id,
             try_number=self.ctx.try_number, triggered_by=self.ctx.triggered_by,
@@ -90,11 +94,20 @@ class ExecutionRecord:
         )
         try:
             self.engine = get_engine(self.home)
-            with Session(self.engine) as session, session.begin():
-                session.add(row)
-                session.flush()
-                self.id = row.id
-                self.record = row.to_dict()
+            for attempt in range(3):
+                try:
+                    with Session(self.engine) as session, session.begin():
+                        chain.lock(session, self.cfg.name)
+                        row = Execution(**fields)
+                        session.add(row)
+                        session.flush()
+                        chain.append(session, row, chain.START)
+                        self.id = row.id
+                        self.record = row.to_dict()
+                    break
+                except IntegrityError:  # another writer created the chain's head row first
+                    if attempt == 2:
+                        raise
         except SQLAlchemyError as exc:
             raise LineageError(
                 f"cannot record the {self.step} step in the lineage store "
@@ -136,6 +149,7 @@ class ExecutionRecord:
 
     def _write_graph(self, status: str, result: dict[str, Any], error: str | None) -> None:
         with Session(self.engine) as session, session.begin():
+            chain.lock(session, self.cfg.name)
             row = session.get(Execution, self.id)
             seen: set[tuple[int, str]] = set()
             for kind in ("input", "output"):
@@ -147,6 +161,7 @@ class ExecutionRecord:
                 session.flush()
             row.status, row.ended, row.error = status, _now(), error
             row.summary = summarise(result)
+            chain.append(session, row, chain.END)
 
 
 def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:

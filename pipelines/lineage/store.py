@@ -8,7 +8,13 @@ events carry what the store holds.
 The store is a SQLite file ``<home>/lineage.db`` by default, or any database SQLAlchemy reaches
 through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production). Readers
 open SQLite with ``mode=ro`` and PostgreSQL in read-only transactions, so a lineage query can never
-change the record.
+change the record; on PostgreSQL they connect with ``PIPELINES_LINEAGE_READ_URL`` when it is set (the
+auditor's own role, which holds SELECT only: :mod:`pipelines.lineage.roles`).
+
+Every execution is also sealed in a hash chain (tables ``chain_records`` and ``chain_heads``, written
+by :mod:`pipelines.lineage.chain` in the transaction that writes the execution), so a row edited
+afterwards is detected by ``pipelines lineage verify``. Stores made by an older version get the new
+tables on the first write, and their history is sealed as found then.
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ from pipelines import store as artifact_store
 from pipelines.errors import PipelineError
 
 URL_ENV = "PIPELINES_LINEAGE_URL"
+READ_URL_ENV = "PIPELINES_LINEAGE_READ_URL"
 
 # Execution states. ``running`` is written first in its own transaction; a killed step stays so.
 RUNNING, COMPLETED, FAILED, REJECTED, NOT_PROMOTED = (
@@ -153,6 +160,46 @@ class Event(Base):
     type: Mapped[str] = mapped_column(String(8))  # input | output
 
 
+class ChainRecord(Base):
+    """One entry of a pipeline's hash chain: the sha256 of an execution's canonical content (see
+    :mod:`pipelines.lineage.chain`) linked to the entry before it, like a transparency log.
+
+    ``phase`` is ``start`` (the execution as it began), ``end`` (as it ended, with its events and
+    their artifacts) or ``adopted`` (an execution recorded before the store had a chain, sealed
+    as found when a newer version first wrote to the store).
+    """
+
+    __tablename__ = "chain_records"
+    __table_args__ = (UniqueConstraint("pipeline", "seq", name="uq_chain_records_pipeline_seq"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    pipeline: Mapped[str] = mapped_column(String(64), index=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    execution_id: Mapped[int] = mapped_column(Integer, index=True)
+    phase: Mapped[str] = mapped_column(String(8))
+    content_sha256: Mapped[str] = mapped_column(String(64))
+    prev_sha256: Mapped[str] = mapped_column(String(64))
+    record_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    recorded: Mapped[dt.datetime] = mapped_column(DateTime(timezone=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seq": self.seq, "pipeline": self.pipeline, "execution": self.execution_id,
+                "phase": self.phase, "content_sha256": self.content_sha256,
+                "prev_sha256": self.prev_sha256, "record_sha256": self.record_sha256,
+                "recorded": iso(self.recorded)}
+
+
+class ChainHead(Base):
+    """The newest entry of a pipeline's chain. Writers update this row first in their transaction,
+    which takes the write lock (SQLite) or the row lock (PostgreSQL): two writers never fork."""
+
+    __tablename__ = "chain_heads"
+
+    pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
+    seq: Mapped[int] = mapped_column(Integer)
+    head_sha256: Mapped[str] = mapped_column(String(64))
+
+
 def iso(value: dt.datetime | None) -> str | None:
     """ISO 8601 in UTC; SQLite hands back naive datetimes, which we always wrote in UTC."""
     if value is None:
@@ -165,6 +212,12 @@ def iso(value: dt.datetime | None) -> str | None:
 def database_url(home: Path) -> str:
     """``PIPELINES_LINEAGE_URL`` if set, else the SQLite file ``<home>/lineage.db``."""
     return os.environ.get(URL_ENV) or f"sqlite:///{artifact_store.lineage_db(home)}"
+
+
+def read_url(home: Path) -> str:
+    """The readers' URL: ``PIPELINES_LINEAGE_READ_URL`` (the auditor's read-only role) if set,
+    else the writers' :func:`database_url`."""
+    return os.environ.get(READ_URL_ENV) or database_url(home)
 
 
 def describe(url: str) -> str:
@@ -182,7 +235,7 @@ def get_engine(home: Path, *, readonly: bool = False) -> Engine:
     Raises:
         LineageError: a reader asked for a SQLite store that does not exist yet.
     """
-    url = database_url(home)
+    url = read_url(home) if readonly else database_url(home)
     key = (url, readonly)
     with _lock:
         if key not in _engines:
@@ -214,6 +267,9 @@ def _writer_engine(url: str) -> Engine:
         Base.metadata.create_all(engine)
     except DBAPIError:  # another process created the tables at the same moment
         Base.metadata.create_all(engine)
+    from pipelines.lineage.chain import seal_history  # chain imports this module
+
+    seal_history(engine)
     return engine
 
 
