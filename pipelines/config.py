@@ -257,6 +257,9 @@ class Promotion(_Strict):
                                       description="examples the infra check serves")
     infra_check_source: Literal["golden", "eval"] = Field(
         "golden", description="where those examples come from (golden falls back to eval)")
+    evaluation_max_age_hours: float = Field(
+        24.0, gt=0, le=24 * 365,
+        description="an evaluation older than this (by its lineage record) cannot be promoted")
 
 
 class Schedule(_Strict):

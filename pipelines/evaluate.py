@@ -27,7 +27,13 @@ from pipelines.context import RunContext, utcnow
 from pipelines.errors import PipelineError
 from pipelines.hashing import sha256_tree
 from pipelines.results import ArtifactKind, artifact
-from pipelines.snapshots import GOLDEN_SPLIT, provenance, split_pattern
+from pipelines.snapshots import (
+    GOLDEN_SPLIT,
+    provenance,
+    split_pattern,
+    validation_dir,
+    validation_status,
+)
 from pipelines.store import publish, read_json, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -53,6 +59,47 @@ def _dataset(uri: str, split: str, kind: str) -> tuple[str, dict[str, Any]]:
     # sha256 as ingest records the snapshot artifact (the whole folder), so lineage links them.
     return pattern, {"uri": str(uri), "split": split, "snapshot_id": prov.get("snapshot_id"),
                      "sha256": sha256_tree(uri), "content_sha256": prov.get("content_sha256")}
+
+
+def check_data(uri: str, golden: bool, sha256: str) -> None:
+    """Refuses data that is not an accepted snapshot (the golden set: a golden snapshot not
+    rejected), naming it and the fix. ``sha256`` is the snapshot's hash now: the accepted
+    validation must be of these very bytes.
+
+    Raises:
+        PipelineError: any folder that is not such a snapshot.
+    """
+    what = "golden set" if golden else "snapshot"
+    if not (Path(uri) / "provenance.json").is_file():
+        raise PipelineError(f"{what} {uri} is not a snapshot written by `pipelines ingest` (no "
+                            "provenance.json); evaluate reads only ingested, validated snapshots")
+    is_golden = bool(provenance(uri).get("golden"))
+    if is_golden != golden:
+        raise PipelineError(
+            f"{uri} is {'a golden' if is_golden else 'not a golden'} snapshot: pass it as "
+            f"{'--golden' if is_golden else '--snapshot'}")
+    status = validation_status(uri)
+    if golden:
+        if status == "rejected":
+            raise PipelineError(f"golden set {uri} was rejected by validation: fix the golden "
+                                "file in the landing area and ingest it again")
+        return
+    name = Path(uri).name
+    if status != "accepted":
+        state = "was rejected by validation" if status == "rejected" else "was never validated"
+        fix = ("ingest fixed data and validate the new snapshot" if status == "rejected" else
+               f"run `pipelines validate <config> --snapshot {name}` first")
+        raise PipelineError(f"snapshot {uri} {state}: evaluate reads only accepted snapshots; "
+                            f"{fix}")
+    validated = read_json(validation_dir(uri) / "result.json")
+    hashes = {i.get("sha256") for i in validated.get("inputs") or []
+              if i.get("kind") == ArtifactKind.SNAPSHOT and (i.get("properties") or {}).get(
+                  "role") != "drift_baseline"}
+    if sha256 not in hashes:
+        raise PipelineError(f"snapshot {uri} changed after it was validated (it hashes to "
+                            f"{sha256[:12]} now, the accepted validation read "
+                            f"{', '.join(sorted(h[:12] for h in hashes if h)) or 'unknown bytes'}); "
+                            "ingest the data again")
 
 
 def load(evaluation_uri: str | Path) -> dict[str, Any]:
@@ -82,14 +129,19 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     candidate = saved_model_dir(model_uri)
     datasets: dict[str, list[str]] = {}
     data_info: dict[str, Any] = {"eval": [], "golden": None}
+    snapshot_uris = [str(Path(u).resolve()) for u in snapshot_uris]
+    golden_uri = str(Path(golden_uri).resolve()) if golden_uri else None
     for uri in snapshot_uris:
         pattern, info = _dataset(uri, "eval", "snapshot")
+        check_data(uri, False, info["sha256"])
         datasets.setdefault("eval", []).append(pattern)
         data_info["eval"].append(info)
     if golden_uri:
         pattern, data_info["golden"] = _dataset(golden_uri, GOLDEN_SPLIT, "golden set")
+        check_data(golden_uri, True, data_info["golden"]["sha256"])
         datasets["golden"] = [pattern]
     baseline = registry.production(cfg, home)
+    baseline_hashes = registry.recorded_hashes(cfg, home, baseline["version"]) if baseline else {}
     baseline_dir = saved_model_dir(baseline["uri"]) if baseline else None
     model_sha = sha256_tree(candidate)
     evaluation_id = f"{utcnow().replace(':', '').replace('-', '')[:15]}-{uuid.uuid4().hex[:8]}"
@@ -126,8 +178,10 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
              tfma_seconds)
     inputs = [artifact(ArtifactKind.MODEL, model_uri, model_sha, None, role="candidate")]
     if baseline:
-        inputs.append(artifact(ArtifactKind.MODEL_VERSION, baseline["uri"], None, None, role="baseline",
-                               version=baseline["version"]))
+        inputs.append(artifact(ArtifactKind.MODEL_VERSION, baseline["uri"],
+                               baseline_hashes.get("sha256"), None, role="baseline",
+                               version=baseline["version"],
+                               model_sha256=baseline_hashes.get("model_sha256")))
     inputs += [artifact(ArtifactKind.SNAPSHOT, d["uri"], d["sha256"], None, split="eval",
                         snapshot_id=d["snapshot_id"]) for d in data_info["eval"]]
     if data_info["golden"]:

@@ -38,6 +38,10 @@ def run_step(step: str, cfg: PipelineConfig, home: Path, ctx: RunContext, **kwar
 
     fn = step_function(step)
     with lineage.execution(cfg, home, step, ctx, params=kwargs) as execution:
-        result = fn(cfg, home, ctx, **kwargs)
-        execution.complete(result)
+        if getattr(fn, "records_lineage", False):  # promote, rollback: record, then move aliases
+            result = fn(cfg, home, ctx, execution=execution, **kwargs)
+        else:
+            result = fn(cfg, home, ctx, **kwargs)
+        if not execution.closed:
+            execution.complete(result)
     return result

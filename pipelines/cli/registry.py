@@ -1,4 +1,4 @@
-"""``pipelines registry list|show|rollback``: read the model registry and roll production back.
+"""``pipelines registry list|show|rollback|repair``: read the model registry, roll production back.
 
 ``rollback`` runs through ``runner.run_step``, so it is recorded in lineage as a ``rollback`` step
 with the versions it moved; ``--json`` prints the result as one JSON document on stdout.
@@ -43,11 +43,34 @@ def registry_show(config: ConfigArg, ref: Annotated[str, typer.Argument(
 @app.command("rollback")
 @handle_errors
 def registry_rollback(config: ConfigArg, reason: Annotated[str, typer.Option(
-        help="why, recorded in the registry history and lineage")] = "",
+        help="why, recorded with who ran it in the registry history and lineage")] = "",
+        to: Annotated[int | None, typer.Option(
+            "--to", help="the registered version to make production (default: the one that was "
+                         "production before the current one)")] = None,
         as_json: JsonOpt = False) -> None:
-    """Make `previous` production again (recorded as a `rollback` step in lineage)."""
+    """Make an earlier version production again (recorded as a `rollback` step in lineage).
+
+    Without --to: the version that was production before the current one; the current one leaves
+    the production history, so a second rollback goes one further back.
+    """
+    from pipelines.errors import UsageError
     from pipelines.runner import run_step
 
-    result = run_step("rollback", load(config), home(), context(), reason=reason)
-    emit(result, as_json, f"production is version {result['production']['version']} again "
+    if not reason.strip():
+        raise UsageError("--reason is required: say why production changes (it is recorded, with "
+                         "who ran the command, in the registry history and in lineage)")
+    kwargs = {"reason": reason, **({"to": to} if to is not None else {})}
+    result = run_step("rollback", load(config), home(), context(), **kwargs)
+    emit(result, as_json, f"production is version {result['production']['version']} "
          f"(rolled back from {result['rolled_back_from']})")
+
+
+@app.command("repair")
+@handle_errors
+def registry_repair(config: ConfigArg, as_json: JsonOpt = False) -> None:
+    """Rebuild a missing or damaged aliases.json from the registry's newest history entry."""
+    from pipelines import registry
+
+    result = registry.repair(load(config), home())
+    emit(result, as_json, f"rebuilt {result['repaired']} from {result['from']}: production is "
+         f"version {result['production']}")
