@@ -6,6 +6,13 @@ fields here) and usable from any runner. Plain Python (urllib, smtplib): no Airf
 A target is a dict with ``conn_type`` (``http``/``https`` for a webhook that receives
 ``{"text": message}`` as JSON, ``smtp``/``email`` for mail), ``host``, ``port``, ``login``,
 ``password``, ``schema`` (the webhook path) and ``extra`` (``{"to": "a@b", "from": ...}`` for mail).
+
+Mail goes over TLS that verifies the server's certificate and host name
+(``ssl.create_default_context()``): STARTTLS on the given port (default 587), or implicit TLS with
+``extra.tls = "ssl"`` (port 465). ``extra.ca_file`` names a CA bundle to trust besides the system's
+(a private CA). ``extra.tls = "none"`` sends in clear text and is refused when a login is set, so a
+password never crosses the network unencrypted; a server whose certificate does not verify gets
+nothing.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import smtplib
+import ssl
 import urllib.request
 from email.message import EmailMessage
 from typing import Any
@@ -39,14 +47,28 @@ def _mail(message: str, target: dict[str, Any]) -> None:
     if not extra.get("to"):
         raise ValueError("the notifier connection's extra needs a 'to' address")
     msg = EmailMessage()
-    msg["Subject"] = message[:120]
+    msg["Subject"] = (message.splitlines() or [""])[0][:120]  # a header holds one line
     msg["From"] = extra.get("from", target.get("login") or "pipelines@localhost")
     msg["To"] = extra["to"]
     msg.set_content(message)
-    with smtplib.SMTP(target.get("host") or "localhost", int(target.get("port") or 25),
-                      timeout=10) as smtp:
+    tls = str(extra.get("tls") or "starttls").lower()
+    if tls not in ("starttls", "ssl", "none"):
+        raise ValueError(f"the notifier connection's extra.tls is {tls!r}: use starttls (default), "
+                         f"ssl or none")
+    if tls == "none" and target.get("login"):
+        raise ValueError("the notifier connection has a login but extra.tls is 'none': refusing to "
+                         "send a password in clear text (use starttls or ssl)")
+    context = ssl.create_default_context(cafile=extra.get("ca_file"))
+    host = target.get("host") or "localhost"
+    if tls == "ssl":
+        smtp = smtplib.SMTP_SSL(host, int(target.get("port") or 465), timeout=10, context=context)
+    else:
+        smtp = smtplib.SMTP(host, int(target.get("port") or (587 if tls == "starttls" else 25)),
+                            timeout=10)
+    with smtp:
+        if tls == "starttls":
+            smtp.starttls(context=context)  # verifies the certificate and the host name
         if target.get("login"):
-            smtp.starttls()
             smtp.login(target["login"], target.get("password") or "")
         smtp.send_message(msg)
 
