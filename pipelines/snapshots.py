@@ -76,7 +76,8 @@ def find_snapshot(cfg: PipelineConfig, home: Path, ref: str | None = None, *,
         return str(Path(ref).resolve())
     candidates = list_snapshots(cfg, home, golden=golden)
     if ref:
-        candidates = [p for p in candidates if p.name.startswith(ref)]
+        exact = [p for p in candidates if p.name == ref]  # an id, not its forced revisions <id>-rN
+        candidates = exact or [p for p in candidates if p.name.startswith(ref)]
     if not candidates:
         what = f"matching {ref!r}" if ref else "at all"
         raise PipelineError(

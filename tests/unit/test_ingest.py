@@ -8,7 +8,7 @@ import shutil
 import pytest
 
 from pipelines.errors import PipelineError
-from pipelines.hashing import sha256_file
+from pipelines.hashing import sha256_file, sha256_tree
 from pipelines.ingest import ingest
 from pipelines.sample_data import stage_sample_data
 from pipelines.snapshots import read_frame
@@ -62,10 +62,11 @@ def test_ingest_is_idempotent(adult_cfg, pipeline_home, ctx, snapshot):
 def test_force_ingests_again_and_keeps_the_old_copy(adult_cfg, tmp_path, ctx, staged):
     first = ingest(adult_cfg, tmp_path, ctx, span=END_DATE, landing=staged["landing"])
     again = ingest(adult_cfg, tmp_path, ctx, span=END_DATE, landing=staged["landing"], force=True)
-    assert not again["reused"] and again["snapshot_id"] == first["snapshot_id"]
+    assert not again["reused"] and again["snapshot_id"] == first["snapshot_id"] + "-r1"
     assert read_frame(adult_cfg, again["uri"]).equals(read_frame(adult_cfg, first["uri"]))
     root = tmp_path / "snapshots" / "adult"
-    assert [p.name for p in root.iterdir() if ".replaced-" in p.name] != []
+    assert sha256_tree(first["uri"]) == first["sha256"]  # the old one is untouched, in place
+    assert not [p.name for p in root.iterdir() if p.name.startswith(".")]
 
 
 def test_changed_bytes_make_a_new_snapshot_and_splits_are_stable(adult_cfg, tmp_path, ctx, staged):
