@@ -20,6 +20,11 @@ from pipelines.results import RunParams
 
 SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"
+# Airflow validates a Param with jsonschema's validator for the schema's "$schema" (the newest draft
+# when absent) and a FormatChecker. Draft 4 is named because from draft 6 on "integer" admits 7.0,
+# which a window must not be; the format checker refuses dates that do not exist ("format": "date",
+# e.g. 2026-02-30), which no pattern can do simply. resolve_params checks both again.
+JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-04/schema#"
 
 
 def configured_threshold(cfg: PipelineConfig, name: str) -> float | None:
@@ -33,14 +38,15 @@ def configured_threshold(cfg: PipelineConfig, name: str) -> float | None:
 def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
     """JSON schema of every trigger-time param, keyed by param name.
 
-    Each value holds ``default``, ``description`` and the schema keywords, ready for
-    ``airflow.sdk.Param(default, description=..., **schema)``.
+    Each value holds ``default``, ``description`` and the schema keywords (``$schema`` included),
+    ready for ``airflow.sdk.Param(default, description=..., **schema)``.
     """
     schemas: dict[str, dict[str, Any]] = {
         "span": {
             "default": None,
             "type": ["null", "string"],
             "pattern": SPAN_PATTERN,
+            "format": "date",
             "description": "last span to ingest, YYYY-MM-DD; empty: the run's logical date",
         },
         "window": {
@@ -66,6 +72,8 @@ def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "description": f"override of evaluation threshold {name} (config: {current}), "
             f"allowed range [{low}, {high}]",
         }
+    for schema in schemas.values():
+        schema["$schema"] = JSON_SCHEMA_DRAFT
     return schemas
 
 

@@ -7,6 +7,8 @@ validation, 2 usage error, 1 unexpected failure.
 
 from __future__ import annotations
 
+import datetime as dt
+import uuid
 from pathlib import Path
 from typing import Annotated
 
@@ -24,7 +26,7 @@ from pipelines.cli.options import (
     parse_overrides,
     parse_span,
 )
-from pipelines.context import RunContext, utcnow
+from pipelines.context import RunContext
 from pipelines.errors import EXIT_NOT_PROMOTED
 
 WindowOpt = Annotated[
@@ -51,8 +53,10 @@ def run(
     params = {"span": day.isoformat(), "window": window, "force": force,
               **{THRESHOLD_PREFIX + name: value for name, value in overrides.items()}}
     resolve_params(load(config), params)  # bad config or params: exit 2 before any work
-    ctx = RunContext(run_id=f"cli__{utcnow()}__{day.isoformat()}", triggered_by="cli",
-                     params=params)
+    # microseconds and a random suffix: two runs started in the same second never share an id
+    stamp = dt.datetime.now(dt.UTC).isoformat(timespec="microseconds")
+    ctx = RunContext(run_id=f"cli__{stamp}__{uuid.uuid4().hex[:6]}__{day.isoformat()}",
+                     triggered_by="cli", params=params)
 
     def progress(task: str, result: dict) -> None:
         typer.echo(f"{task}: done", err=True)

@@ -166,3 +166,26 @@ def test_force_reaches_every_step_that_reuses_artifacts(monkeypatch, tmp_path):
     from pipelines import runner
     for step in set(forced):
         assert "force" in inspect.signature(runner.step_function(step)).parameters, step
+
+
+def test_pipelines_run_ids_never_collide(monkeypatch, tmp_path):
+    """Three `pipelines run` started within one second get three run ids (lineage groups a run's
+    executions by its id; a collision would merge two runs)."""
+    from typer.testing import CliRunner
+
+    from pipelines.cli import app
+
+    seen = []
+
+    def chain(config, ctx, params, home, **hooks):
+        seen.append(ctx.run_id)
+        return {"promote": {"version": 1, "registry_uri": "/r/1"},
+                "report": {"report_html": "/r.html"}}
+
+    monkeypatch.setattr(flow, "run_chain", chain)
+    for _ in range(3):
+        result = CliRunner().invoke(app, ["--home", str(tmp_path), "run", str(CONFIG),
+                                          "--span", "2026-11-20"])
+        assert result.exit_code == 0, result.output
+    assert len(set(seen)) == 3 and all(r.startswith("cli__") and r.endswith("__2026-11-20")
+                                       for r in seen)

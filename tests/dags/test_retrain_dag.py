@@ -149,7 +149,10 @@ def test_params_accept_a_manual_trigger(dag):
 
 @pytest.mark.parametrize("conf,param", [
     ({"span": "20-11-2026"}, "span"),
+    ({"span": "2026-02-30"}, "span"),  # shaped like a date, but no such day
+    ({"span": "2026-13-01"}, "span"),
     ({"window": 0}, "window"),
+    ({"window": 7.0}, "window"),  # JSON 7.0 is a number, not a count of days
     ({"window": "seven"}, "window"),
     ({"force": "yes"}, "force"),
     ({"threshold_overall_auc_min": 0.5}, "threshold_overall_auc_min"),
@@ -160,3 +163,16 @@ def test_invalid_params_name_the_param(dag, conf, param):
 
     with pytest.raises(ParamValidationError, match=f"param {param}"):
         _validate(dag, conf)
+
+
+@pytest.mark.parametrize("conf", [{"window": 7.0}, {"span": "2026-02-30"}])
+def test_the_serialized_dag_refuses_bad_params_before_any_task(dag, conf):
+    """What the scheduler and the API server hold (the serialized DAG) refuses the trigger's conf
+    when the run is created, so no task starts; a good conf still creates the params."""
+    from airflow.sdk.exceptions import ParamValidationError
+    from airflow.serialization.serialized_objects import DagSerialization
+
+    served = DagSerialization.from_dict(json.loads(json.dumps(DagSerialization.to_dict(dag))))
+    with pytest.raises(ParamValidationError):
+        served.params.deep_merge(conf).validate()
+    assert served.params.deep_merge({"window": 7, "span": "2028-02-29"}).validate()["window"] == 7
