@@ -6,11 +6,25 @@ a few lines that call one function of :mod:`pipelines.flow`, which imports the h
 (TensorFlow, Beam, TFT, TFMA, GX) inside the task process when the step runs.
 
 ingest >> validate >> transform >> train >> evaluate >> is_blessed >> promote >> report
+
+Outcomes an operator sees:
+
+- promoted: a green run; the report says ``PROMOTED as version N``.
+- not blessed (the model did not pass the evaluation gates): a green run too, as the gates did their
+  job and nothing needs fixing; ``promote`` is skipped and the report says ``NOT PROMOTED: not
+  blessed`` with the failed gates (also in the ``is_blessed`` log and ``pipelines lineage runs``).
+- blessed but refused at promote (infra check failed, production moved since the evaluation, the
+  evaluation no longer binds the candidate): a FAILED run with an alert, since a model that should
+  have shipped did not and someone must look. ``promote`` is skipped with the refusal, the report
+  says ``BLESSED BUT REFUSED AT PROMOTION`` with the reasons, then the ``report`` task fails with
+  those reasons, which the failure callback sends (one alert).
+- any task failing: a failed run, and the failure callback sends the task's full error (bounded).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
 from pathlib import Path
@@ -32,22 +46,34 @@ TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfi
 RETRY_FAST = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
 RETRY_BACKOFF = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
                  "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
+ALERT_MAX_CHARS = 4000  # a whole list of reasons, not a whole log
+REFUSAL_KEY = "refusal"  # XCom of promote when a blessed model is refused
 
 
-def _one_line(exc: BaseException | None) -> str:
+class PromotionRefused(AirflowFailException):
+    """The run's model was blessed but refused at promote: the run fails with the reasons."""
+
+
+def _reasons(exc: BaseException | None) -> str:
+    """Every line of the error (the reasons of a refusal or rejection), at most ALERT_MAX_CHARS."""
     if exc is None:
         return "unknown error (see the task log above)"
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+    cause = exc.__cause__ if isinstance(exc, AirflowFailException) and exc.__cause__ else exc
+    text = str(exc).strip()
+    message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
+    if len(message) > ALERT_MAX_CHARS:
+        cut = f"… [{len(message)} characters; the rest is in the task log]"
+        message = message[:ALERT_MAX_CHARS - len(cut)] + cut
+    return message
 
 
 def notify_failure(context) -> None:
-    """on_failure_callback: the last line of the task log says why, and reaches the notifier."""
+    """on_failure_callback: the log says why, and the same full reasons reach the notifier."""
     from pipelines import notify
 
     ti = context["ti"]
     message = (f"{ti.dag_id}.{ti.task_id} failed (run {ti.run_id}, try {ti.try_number}): "
-               f"{_one_line(context.get('exception'))}")
+               f"{_reasons(context.get('exception'))}")
     target = None
     if conn_id := os.environ.get(NOTIFY_CONN_ENV):
         try:
@@ -167,9 +193,19 @@ def build_dag(config_path: Path):
         def promote(evaluated: dict, *, outlet_events=None) -> dict:
             try:
                 res = flow.promote(cfg_file, run_context(), evaluated)
-            except NotPromoted as exc:  # a visible outcome of the run, not a crash
-                log.info("%s", exc)
-                raise AirflowSkipException(str(exc)) from exc
+            except NotPromoted as exc:
+                # skipped, not failed: a skipped task emits no `production` asset event, and the
+                # report (which must still be written) runs after it; the report fails the run
+                result = getattr(exc, "result", None) or {}
+                refusal = {"promoted": False, "version": None, "registry_uri": None,
+                           "previous_version": result.get("previous_version"),
+                           "infra_check": result.get("infra_check"),
+                           "reasons": list(result.get("reasons") or [str(exc)])}
+                get_current_context()["ti"].xcom_push(key=REFUSAL_KEY,
+                                                      value=json.loads(json.dumps(refusal,
+                                                                                  default=str)))
+                log.warning("blessed model REFUSED at promotion: %s", exc)
+                raise AirflowSkipException(f"REFUSED: {exc}") from exc
             except PipelineError as exc:
                 raise AirflowFailException(str(exc)) from exc
             outlet_events[production].extra = {"version": res["version"],
@@ -180,8 +216,18 @@ def build_dag(config_path: Path):
 
         @task(trigger_rule="none_failed", execution_timeout=dt.timedelta(minutes=15))
         def report(evaluated: dict, promoted: dict | None) -> dict:
-            res = _gate(flow.report, cfg_file, run_context(), evaluated, promoted)
+            refusal = None
+            if promoted is None and evaluated.get("blessed"):  # promote skipped: it refused
+                refusal = get_current_context()["ti"].xcom_pull(task_ids="promote",
+                                                                key=REFUSAL_KEY) or {
+                    "promoted": False, "reasons": ["promote did not record why it did not "
+                                                   "promote: see the promote task's log"]}
+            res = _gate(flow.report, cfg_file, run_context(), evaluated, promoted or refusal)
             log.info("audit report: %s", res["report_html"])
+            if refusal is not None:
+                raise PromotionRefused(
+                    f"blessed model REFUSED at promotion, production unchanged: "
+                    f"{'; '.join(refusal['reasons'])}\nreport: {res['report_html']}")
             return res
 
         ingested = ingest()

@@ -2,7 +2,8 @@
 
 Used only by tests/dags/test_dag_behaviour.py, which points ``runner.STEPS`` here inside a real
 `dag.test()` run, so the gates, skips and callbacks of the real DAG run in seconds. ``FAKE_MODE``
-selects the outcome: ``blessed`` (default), ``not_blessed`` or ``rejected``.
+selects the outcome: ``blessed`` (default), ``not_blessed``, ``rejected`` or ``refused`` (blessed,
+then refused at promote with two reasons).
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 
-from pipelines.errors import DataRejected
+from pipelines.errors import DataRejected, NotPromoted
 from pipelines.results import artifact
 
 
@@ -29,7 +30,7 @@ def ingest(cfg, home, ctx, span=None, window=1, golden=False, landing=None):
 
 def validate(cfg, home, ctx, snapshot_uri):
     if _mode() == "rejected":
-        raise DataRejected("2 of 40 expectations failed: age out of [17, 90]; sex not in set",
+        raise DataRejected("2 of 40 expectations failed:\nage out of [17, 90]\nsex not in set",
                            {"status": "rejected", "inputs": [], "outputs": []})
     return {"inputs": [], "outputs": [], "status": "accepted", "snapshot_uri": snapshot_uri,
             "expectations": {}, "failures": [], "baseline_uri": None,
@@ -47,17 +48,27 @@ def train(cfg, home, ctx, transform_uri, warm_start_from=None):
 
 
 def evaluate(cfg, home, ctx, model_uri, snapshot_uris, golden_uri=None, threshold_overrides=None):
-    blessed = _mode() == "blessed"
+    blessed = _mode() in ("blessed", "refused")
     return {"inputs": [], "outputs": [], "evaluation_uri": str(home / "e"), "blessed": blessed,
             "reasons": [] if blessed else ["overall auc 0.80 < 0.90"], "baseline": None,
             "metrics": {}, "overrides": threshold_overrides}
 
 
+REFUSAL_REASONS = ["infra check failed: serving_default returned NaN for 3 of 50 examples",
+                   "production moved from version 6 to 8 since the evaluation"]
+
+
 def promote(cfg, home, ctx, model_uri, evaluation_uri):
+    if _mode() == "refused":
+        raise NotPromoted("model not promoted:\n" + "\n".join(REFUSAL_REASONS),
+                          {"inputs": [], "outputs": [], "promoted": False, "version": None,
+                           "registry_uri": None, "previous_version": 6,
+                           "reasons": REFUSAL_REASONS})
     return {"inputs": [], "outputs": [], "promoted": True, "version": 7,
             "registry_uri": str(home / "registry" / "7"), "previous_version": None, "reasons": []}
 
 
 def report(cfg, home, ctx, evaluation_uri, promotion=None):
+    (home / "report-promotion.json").write_text(json.dumps(promotion))
     return {"inputs": [], "outputs": [], "report_html": str(home / "r.html"),
             "promotion": promotion}
