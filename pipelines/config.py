@@ -253,6 +253,18 @@ class Evaluation(_Strict):
 
 
 class Promotion(_Strict):
+    # issue 12: what a blessed model becomes (README "Promotion policies"). auto: production at
+    # once (today's behaviour); shadow: the `shadow` alias, scored beside production by the monitor
+    # DAG on the next shadow_spans labelled spans, promoted when no worse within shadow_margins;
+    # approval: a person approves in Airflow (HITL) within approval_timeout_hours, else not promoted.
+    policy: Literal["auto", "shadow", "approval"] = "auto"
+    shadow_spans: int = Field(3, ge=1, le=90,
+                              description="shadow: labelled spans scored before deciding")
+    shadow_margins: dict[str, float] = Field(
+        default_factory=dict, description="shadow: metric -> largest live drop (increase for "
+        "error metrics) of the shadow vs production allowed, e.g. {auc: 0.005}")
+    approval_timeout_hours: float = Field(24.0, gt=0, le=24 * 30,
+                                          description="approval: no decision by then: not promoted")
     infra_check_examples: int = Field(100, ge=1, le=100_000,
                                       description="examples the infra check serves")
     infra_check_source: Literal["golden", "eval"] = Field(
@@ -266,6 +278,44 @@ class Schedule(_Strict):
     cron: str | None = "@daily"
     start_date: str = "2026-01-01"
     catchup: bool = False
+
+
+class Alarms(_Strict):
+    """issue 12: when the monitor DAG raises an alarm (notifies and requests a retraining).
+
+    Each rule is off when None. The live gates default to the promotion gates
+    (evaluation.thresholds and evaluation.fairness), judged on every labelled span.
+    """
+
+    max_drifted_features: int | None = Field(
+        0, ge=0, description="alarm when more feature columns than this drift beyond their "
+        "validation.drift limit against the production model's training snapshot")
+    missing_fraction_max: float | None = Field(
+        None, ge=0, le=1, description="alarm when a column has a larger share of missing values")
+    out_of_contract_fraction_max: float | None = Field(
+        0.0, ge=0, le=1, description="alarm when a column has a larger share of values that break "
+        "the data contract (range and category rules of validation.expectations)")
+    output_max_change: float | None = Field(
+        None, ge=0, description="largest change of the model's output vs its evaluation: binary "
+        "positive rate, multiclass share of a predicted class (vs the training label mix), "
+        "regression mean prediction (label units)")
+    live_thresholds: dict[str, float] | None = Field(
+        None, description="gates (names of config.GATES, fairness_max_gap) on the live metrics of "
+        "a labelled span; None: the evaluation thresholds and fairness gate; {}: none")
+    live_max_drop: float | None = Field(
+        None, ge=0, description="largest drop of the headline live metric (binary AUC, multiclass "
+        "accuracy; regression: RMSE increase) vs the production model's evaluation")
+
+
+class Monitoring(_Strict):
+    """issue 12: the monitor_<name> DAG (pipelines/monitor.py, dags/monitor.py)."""
+
+    schedule: str | None = Field(
+        "@daily", description="cron of monitor runs besides the ones a new snapshot triggers; "
+        "None: only when ingest lands data")
+    alarms: Alarms = Alarms()
+    retrain_on_alarm: bool = Field(
+        True, description="an alarm emits the <name>.retrain_requested Asset event")
 
 
 class SampleFile(_Strict):
@@ -317,6 +367,7 @@ class PipelineConfig(_Strict):
     evaluation: Evaluation = Evaluation()
     promotion: Promotion = Promotion()
     schedule: Schedule = Schedule()
+    monitoring: Monitoring = Monitoring()
     sample_data: SampleData | None = None
 
     @model_validator(mode="after")
@@ -437,6 +488,10 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
                             "(set it under evaluation.thresholds or evaluation.fairness)")
         if low > high:
             problems.append(f"evaluation.override_bounds.{name}: low {low} > high {high}")
+    for name in cfg.monitoring.alarms.live_thresholds or {}:  # issue 12
+        if name not in allowed:
+            problems.append(f"monitoring.alarms.live_thresholds.{name}: not a threshold of task "
+                            f"{label.task} (accepted: {', '.join(allowed)})")
     if cfg.sample_data is not None:
         for field in ("columns", "replace"):
             for col in getattr(cfg.sample_data, field):

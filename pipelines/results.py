@@ -32,6 +32,8 @@ class ArtifactKind(StrEnum):
     MODEL_VERSION = "ModelVersion"
     REGISTRY_ALIASES = "RegistryAliases"
     AUDIT_REPORT = "AuditReport"
+    PREDICTIONS = "Predictions"  # issue 12: batch scores of a monitored span
+    MONITORING_RESULT = "MonitoringResult"
 
 
 class Artifact(TypedDict):

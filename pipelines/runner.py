@@ -24,6 +24,7 @@ STEPS: dict[str, str] = {
     "promote": "pipelines.promote:promote",
     "report": "pipelines.report:report",
     "rollback": "pipelines.registry:rollback_step",
+    "monitor": "pipelines.monitor:monitor",  # issue 12
 }
 
 

@@ -49,6 +49,7 @@ class Kind(StrEnum):
     EVALUATION = "evaluations"
     REGISTRY = "registry"
     REPORT = "reports"
+    MONITORING = "monitoring"  # issue 12: one folder per monitored span (pipelines/monitor.py)
 
 
 # The file that proves an artifact of a kind is complete (written last), and its record.
@@ -57,6 +58,7 @@ MARKERS: dict[Kind, str] = {
     Kind.TRANSFORM: "transform.json",
     Kind.MODEL: "model.json",
     Kind.EVALUATION: "evaluation.json",
+    Kind.MONITORING: "monitoring.json",
 }
 # Kept for callers that name a kind by its folder.
 KINDS: dict[str, str] = {k.value: m for k, m in MARKERS.items()}
