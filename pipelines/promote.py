@@ -30,7 +30,7 @@ from pipelines.context import RunContext
 from pipelines.errors import NotPromoted, PipelineError, UsageError
 from pipelines.hashing import sha256_tree
 from pipelines.results import ArtifactKind, artifact
-from pipelines.snapshots import GOLDEN_SPLIT, split_pattern, validation_status
+from pipelines.snapshots import GOLDEN_SPLIT, provenance, split_pattern, validation_status
 
 log = logging.getLogger(__name__)
 
@@ -76,12 +76,10 @@ def evidence_problems(cfg: PipelineConfig, home: Path, evaluation_dir: Path, eva
         problems.append(f"evaluation {evaluation_dir} audited model sha256 {audited}, not this "
                         f"candidate (sha256 {model_sha[:12]}); {rerun}")
     for snap in (a for a in inputs if a["kind"] == ArtifactKind.SNAPSHOT):
-        props = snap["properties"]
-        if props.get("role") == "drift_baseline":
-            continue
-        status = validation_status(snap["uri"]) if Path(snap["uri"]).is_dir() else "missing"
-        if props.get("golden"):
-            if status in ("rejected", "missing"):
+        present = (Path(snap["uri"]) / "provenance.json").is_file()
+        status = validation_status(snap["uri"]) if present else "missing"
+        if present and provenance(snap["uri"]).get("golden"):
+            if status == "rejected":
                 problems.append(f"the golden set {snap['uri']} of this evaluation is {status}")
             continue
         accepted = status == "accepted" and evidence.accepted_validation(

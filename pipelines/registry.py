@@ -136,10 +136,12 @@ def read_aliases(cfg: PipelineConfig, home: Path) -> dict[str, Any]:
     return _load(cfg, root(cfg, home))
 
 
-def _entry(cfg: PipelineConfig, home: Path, version: int | None) -> dict[str, Any] | None:
-    if version is None:
-        return None
+def _ref(cfg: PipelineConfig, home: Path, version: int) -> dict[str, Any]:
     return {"version": version, "uri": str(root(cfg, home) / str(version))}
+
+
+def _entry(cfg: PipelineConfig, home: Path, version: int | None) -> dict[str, Any] | None:
+    return None if version is None else _ref(cfg, home, version)
 
 
 def production(cfg: PipelineConfig, home: Path) -> dict[str, Any] | None:
@@ -176,7 +178,7 @@ def list_versions(cfg: PipelineConfig, home: Path) -> list[dict[str, Any]]:
         if meta_path.is_file():
             with contextlib.suppress(OSError, ValueError):
                 meta = read_json(meta_path)
-        out.append({**meta, **_entry(cfg, home, v),
+        out.append({**meta, **_ref(cfg, home, v),
                     "aliases": [a for a in ALIASES if aliases[a] == v],
                     "present": (root(cfg, home) / str(v)).is_dir()})
     return out
@@ -514,9 +516,9 @@ def rollback(cfg: PipelineConfig, home: Path, ctx: RunContext, reason: str = "",
         new["history"].append(_history_entry(ctx, "rollback", production=target,
                                              previous=new["previous"], rolled_back_from=prod,
                                              reason=reason, seq=new["seq"]))
-        out = {"production": {**_entry(cfg, home, target), **hashes},
+        out = {"production": {**_ref(cfg, home, target), **hashes},
                "previous": _entry(cfg, home, new["previous"]),
-               "rolled_back_from": {**_entry(cfg, home, prod), **_hashes(base, aliases, prod)}
+               "rolled_back_from": {**_ref(cfg, home, prod), **_hashes(base, aliases, prod)}
                if prod is not None else None,
                "reason": reason}
         return _change(cfg, home, base, new, None, out, commit)

@@ -27,6 +27,7 @@ from pipelines import registry
 from pipelines.config import REPO_ROOT
 from pipelines.errors import NotPromoted
 from pipelines.lineage.store import Artifact, Event, Execution, get_engine
+from pipelines.runner import run_step
 from pipelines.store import read_json
 
 pytestmark = pytest.mark.slow
@@ -49,13 +50,14 @@ def eval_home(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def first(adult_cfg, eval_home, ctx, trained, snapshot, golden):
-    from pipelines.evaluate import evaluate
-    from pipelines.promote import promote
-
-    ev = evaluate(adult_cfg, eval_home, ctx, model_uri=trained["model_uri"],
+    # promote trusts only what lineage recorded: validate (the stored verdict, reused) and
+    # evaluate run as steps in this home
+    run_step("validate", adult_cfg, eval_home, ctx, snapshot_uri=snapshot["uri"])
+    ev = run_step("evaluate", adult_cfg, eval_home, ctx, model_uri=trained["model_uri"],
                   snapshot_uris=[snapshot["uri"]], golden_uri=golden["uri"],
                   threshold_overrides={"slice_auc_min": 0.80})
-    return ev, promote(adult_cfg, eval_home, ctx, trained["model_uri"], ev["evaluation_uri"])
+    return ev, run_step("promote", adult_cfg, eval_home, ctx, model_uri=trained["model_uri"],
+                        evaluation_uri=ev["evaluation_uri"])
 
 
 @pytest.fixture(scope="module")
@@ -64,14 +66,13 @@ def worse(adult_cfg, pipeline_home, eval_home, ctx, transformed, snapshot, first
 
     On the eval split only, to keep the suite lean (the first evaluation covers the golden set).
     """
-    from pipelines.evaluate import evaluate
     from pipelines.train import train
 
     model = adult_cfg.model.model_copy(update={"epochs": 1, "batch_size": 1 << 20,
                                                "early_stopping_patience": 0})
     model = train(adult_cfg.model_copy(update={"model": model}), pipeline_home, ctx,
                   transform_uri=transformed["transform_uri"])
-    ev = evaluate(adult_cfg, eval_home, ctx, model_uri=model["model_uri"],
+    ev = run_step("evaluate", adult_cfg, eval_home, ctx, model_uri=model["model_uri"],
                   snapshot_uris=[snapshot["uri"]], golden_uri=None,
                   threshold_overrides={"slice_auc_min": 0.80})
     proc = _cli(eval_home, "promote", CONFIG, "--model", model["model_uri"],
@@ -122,9 +123,6 @@ def test_worse_candidate_is_not_promoted_exit_3(adult_cfg, eval_home, worse):
 
 def test_single_failing_slice_is_rejected_and_named(adult_cfg, ctx, tmp_path, trained, snapshot,
                                                     first):
-    from pipelines.evaluate import evaluate
-    from pipelines.promote import promote
-
     record = read_json(Path(first[0]["evaluation_uri"]) / "evaluation.json")
     gated = sorted((c["value"], c["dataset"], c["slice"]) for c in record["checks"]
                    if c["threshold"] == "slice_auc_min" and c["passed"] is not None
@@ -134,12 +132,14 @@ def test_single_failing_slice_is_rejected_and_named(adult_cfg, ctx, tmp_path, tr
     thresholds = {**adult_cfg.evaluation.thresholds, "slice_auc_min": round((low + second) / 2, 4)}
     cfg = adult_cfg.model_copy(update={"evaluation": adult_cfg.evaluation.model_copy(
         update={"thresholds": thresholds})})
-    ev = evaluate(cfg, tmp_path, ctx, model_uri=trained["model_uri"],
+    run_step("validate", cfg, tmp_path, ctx, snapshot_uri=snapshot["uri"])
+    ev = run_step("evaluate", cfg, tmp_path, ctx, model_uri=trained["model_uri"],
                   snapshot_uris=[snapshot["uri"]], golden_uri=None)  # eval split only: lean
     failed = [c for c in ev["checks"] if c["passed"] is False]
     assert [(c["dataset"], c["slice"]) for c in failed] == [(dataset, weakest)]
     with pytest.raises(NotPromoted) as info:
-        promote(cfg, tmp_path, ctx, trained["model_uri"], ev["evaluation_uri"])
+        run_step("promote", cfg, tmp_path, ctx, model_uri=trained["model_uri"],
+                 evaluation_uri=ev["evaluation_uri"])
     assert weakest in str(info.value) and info.value.result["promoted"] is False
     assert registry.production(cfg, tmp_path) is None
 
@@ -179,10 +179,10 @@ def test_rollback_via_cli_restores_previous_and_is_recorded(adult_cfg, eval_home
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert json.loads(proc.stdout)["production"]["version"] == 1
     assert registry.production(adult_cfg, eval_home)["version"] == 1
-    assert registry.previous(adult_cfg, eval_home)["version"] == 2
+    assert registry.previous(adult_cfg, eval_home) is None  # 2 left the production history
     listing = _cli(eval_home, "registry", "list", CONFIG, "--json")
     versions = {v["version"]: v["aliases"] for v in json.loads(listing.stdout)["versions"]}
-    assert versions == {1: ["production"], 2: ["previous"]}
+    assert versions == {1: ["production"], 2: []}
     # lineage: one completed `rollback` execution by the CLI, with the reason it was given, that
     # read the production it replaced (version 2) and wrote production (version 1) and the aliases
     rolled = json.loads(proc.stdout)
@@ -204,9 +204,9 @@ def test_rollback_via_cli_restores_previous_and_is_recorded(adult_cfg, eval_home
     assert execution["summary"]["rolled_back_from"] == 2
     assert execution["summary"]["production"]["version"] == 1
     assert sorted((t, k, u) for t, k, u in edges if k == "ModelVersion") == [
-        ("input", "ModelVersion", rolled["previous"]["uri"]),
+        ("input", "ModelVersion", str(registry.root(adult_cfg, eval_home) / "2")),
         ("output", "ModelVersion", rolled["production"]["uri"])]
     aliases = [(t, k, u) for t, k, u in edges if k != "ModelVersion"]
     assert [(t, k) for t, k, _ in aliases] == [("output", "RegistryAliases")]
-    assert Path(aliases[0][2]).is_file()
+    assert Path(aliases[0][2]).is_file()  # the immutable history entry of this change
     shutil.rmtree(eval_home / "reports", ignore_errors=True)

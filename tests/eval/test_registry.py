@@ -173,9 +173,10 @@ def promote_recorded(cfg, home, model, expected, run_id="t", check=None) -> dict
 
 def _recorded_versions(home, cfg) -> set[int]:
     """Versions that a completed execution recorded as a ModelVersion output in lineage."""
-    from pipelines.lineage.store import COMPLETED, Artifact, Event, Execution, get_engine
     from sqlalchemy import select
     from sqlalchemy.orm import Session
+
+    from pipelines.lineage.store import COMPLETED, Artifact, Event, Execution, get_engine
 
     with Session(get_engine(home, readonly=True)) as session:
         rows = session.execute(
