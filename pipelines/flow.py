@@ -151,7 +151,8 @@ def report(config_path: str | Path, ctx: RunContext, evaluated: Evaluated,
 
 def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = None,
               home: str | Path | None = None,
-              on_task: Callable[[str, dict], None] | None = None) -> dict:
+              on_task: Callable[[str, dict], None] | None = None,
+              on_start: Callable[[str], None] | None = None) -> dict:
     """Runs every task in order in this process, exactly as the DAG chains them.
 
     Returns ``{task: result}``; ``promote`` is ``None`` when the model was not blessed or not
@@ -161,6 +162,8 @@ def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = No
 
     def step(name: str, fn: Callable[..., Any], *args: Any) -> Any:
         log.info("task %s: start", name)
+        if on_start:  # progress hook of `pipelines run` (issue 13)
+            on_start(name)
         done[name] = fn(config_path, ctx, *args, home=home)
         if on_task:
             on_task(name, done[name])

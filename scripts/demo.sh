@@ -31,10 +31,42 @@ log="$AIRFLOW_HOME/demo-dags-test-$NAME-$END.log"
 echo "== airflow dags test $DAG $END (full log: $log)"
 start=$(date +%s)
 status=0
-airflow dags test "$DAG" "$END" >"$log" 2>&1 || status=$?
+# One line per task as it starts and ends (state, seconds), read from the Airflow DB meanwhile.
+airflow dags test "$DAG" "$END" >"$log" 2>&1 &
+dags_test=$!
+python scripts/airflow_progress.py "$DAG" --since "$start" --pid "$dags_test" &
+progress=$!
+trap 'kill "$dags_test" "$progress" 2>/dev/null || true' INT TERM
+wait "$dags_test" || status=$?
+wait "$progress" || true
+trap - INT TERM
 echo "== finished in $(( $(date +%s) - start )) s"
 if [ "$status" -ne 0 ]; then
   grep -E "failed \(run|ERROR" "$log" | tail -n 5 || true
   echo "the run failed: see $log" >&2
 fi
-python scripts/airflow_run_summary.py "$DAG"
+summary_status=0
+python scripts/airflow_run_summary.py "$DAG" || summary_status=$?
+
+# issue 12: the monitor DAG on the newest span (production model: drift, outputs, live metrics).
+MDAG="monitor_$NAME"
+mlog="$AIRFLOW_HOME/demo-dags-test-$MDAG-$END.log"
+echo "== airflow dags test $MDAG $END (full log: $mlog)"
+start=$(date +%s)
+airflow dags test "$MDAG" "$END" >"$mlog" 2>&1 || echo "the monitor run failed: see $mlog" >&2
+echo "== finished in $(( $(date +%s) - start )) s"
+python scripts/airflow_run_summary.py "$MDAG" --json | python -c '
+import json, sys
+s = json.load(sys.stdin)
+m, d = s["xcom"].get("monitor_span"), s["xcom"].get("dashboard")
+print("{} run {}: {}".format(s["dag_id"], s["run_id"], s["state"]))
+if m is None:
+    print("nothing monitored (no model in production, or the run failed: see the log)")
+else:
+    verdict = "ALARM: " + "; ".join(m["alarms"]) if m["alarms"] else "no alarm"
+    print("span {} scored by production version {}: {}".format(
+        m["span"], m["production_version"], verdict))
+if d:
+    print("monitoring dashboard: " + d["dashboard_html"])
+' || true
+exit "$summary_status"

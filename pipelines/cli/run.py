@@ -7,6 +7,7 @@ validation, 2 usage error, 1 unexpected failure.
 
 from __future__ import annotations
 
+import time
 import datetime as dt
 import uuid
 from pathlib import Path
@@ -58,10 +59,18 @@ def run(
     ctx = RunContext(run_id=f"cli__{stamp}__{uuid.uuid4().hex[:6]}__{day.isoformat()}",
                      triggered_by="cli", params=params)
 
-    def progress(task: str, result: dict) -> None:
-        typer.echo(f"{task}: done", err=True)
+    started: dict[str, float] = {}
 
-    done = flow.run_chain(Path(config), ctx, params, home=home(), on_task=progress)
+    def on_start(task: str) -> None:  # one line per task as it starts and ends, on stderr
+        started[task] = time.monotonic()
+        typer.echo(f"{time.strftime('%H:%M:%S')}  {task:<11} started", err=True)
+
+    def progress(task: str, result: dict) -> None:
+        seconds = time.monotonic() - started.get(task, time.monotonic())
+        typer.echo(f"{time.strftime('%H:%M:%S')}  {task:<11} success {seconds:9.1f} s", err=True)
+
+    done = flow.run_chain(Path(config), ctx, params, home=home(), on_task=progress,
+                          on_start=on_start)
     report_html = done["report"]["report_html"]
     if done["promote"]:
         p = done["promote"]

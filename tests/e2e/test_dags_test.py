@@ -83,4 +83,7 @@ def test_pipelines_run_exit_codes(dags_test_run):
     rejected = run(["pipelines", "run", "configs/adult.yaml", "--span", day.isoformat(),
                     "--window", "1"], env, check=False)
     assert rejected.returncode == 4, rejected.stderr[-2000:]
-    assert "validate: done" not in rejected.stderr and "transform: done" not in rejected.stderr
+    progress = [line.split()[1:3] for line in rejected.stderr.splitlines()
+                if line[:9].count(":") == 2 and line[9:11] == "  "]  # "HH:MM:SS  task  state"
+    assert ["ingest", "success"] in progress and ["validate", "started"] in progress, progress
+    assert ["validate", "success"] not in progress and ["transform", "started"] not in progress
