@@ -179,9 +179,72 @@ class Split(_Strict):
                            description="regression: the target is stratified by this many quantiles")
 
 
+# Beam runners a step may name (issue 13). DirectRunner is the in-process default (run as
+# FnApiRunner, see pipelines/beam_options.py); PortableRunner submits to a Beam job server
+# (--job_endpoint); the others are the distributed engines, each with its required flags checked
+# when the step builds its options (pipelines/beam_options.py, REQUIRED_OPTIONS).
+BEAM_RUNNERS = ("DirectRunner", "FnApiRunner", "PortableRunner", "DataflowRunner",
+                "FlinkRunner", "SparkRunner", "PrismRunner")
+BEAM_STEPS = ("ingest", "transform", "evaluate")
+_BEAM_FLAG = re.compile(r"^--[A-Za-z_][A-Za-z0-9_]*(=.*)?$")
+
+
+def _check_runner(runner: str | None) -> str | None:
+    if runner is not None and runner not in BEAM_RUNNERS:
+        raise ValueError(f"unknown Beam runner {runner!r} (accepted: {', '.join(BEAM_RUNNERS)})")
+    return runner
+
+
+def _check_flags(options: list[str]) -> list[str]:
+    bad = [o for o in options if not _BEAM_FLAG.match(o)]
+    if bad:
+        raise ValueError(f"Beam options must be --name or --name=value flags, one per item: "
+                         f"{', '.join(map(repr, bad))}")
+    return options
+
+
+class BeamStep(_Strict):
+    """Per step overrides: the step's runner (default: beam.runner) and flags added after
+    beam.options (a flag given in both takes the step's value)."""
+
+    runner: str | None = None
+    options: list[str] = Field(default_factory=list, description="extra flags of this step")
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, v: str | None) -> str | None:
+        return _check_runner(v)
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, v: list[str]) -> list[str]:
+        return _check_flags(v)
+
+
 class Beam(_Strict):
+    """Runner and flags of the Beam steps (ingest, transform, evaluate); see README "Deploying"."""
+
     runner: str = "DirectRunner"
     options: list[str] = Field(default_factory=list, description="extra Beam pipeline flags")
+    steps: dict[Literal["ingest", "transform", "evaluate"], BeamStep] = Field(
+        default_factory=dict, description="per step runner and options, e.g. transform on Dataflow")
+
+    @field_validator("runner")
+    @classmethod
+    def _known_runner(cls, v: str) -> str:
+        return _check_runner(v) or v
+
+    @field_validator("options")
+    @classmethod
+    def _flags(cls, v: list[str]) -> list[str]:
+        return _check_flags(v)
+
+    def for_step(self, step: str) -> tuple[str, list[str]]:
+        """(runner, flags) of one Beam step: its override, else the shared ones."""
+        own = self.steps.get(step)  # type: ignore[call-overload]
+        if own is None:
+            return self.runner, list(self.options)
+        return own.runner or self.runner, [*self.options, *own.options]
 
 
 class Drift(_Strict):

@@ -270,7 +270,7 @@ def run(cfg: PipelineConfig, datasets: dict[str, list[str]], candidate_dir: str,
     if baseline_dir is not None:
         models.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_dir,
                                                      eval_config=config, model_name=BASELINE))
-    with beam.Pipeline(options=pipeline_options(cfg)) as p:
+    with beam.Pipeline(options=pipeline_options(cfg, step="evaluate")) as p:
         parts = []
         for name, patterns in datasets.items():
             source = tf_example_record.TFExampleRecord(

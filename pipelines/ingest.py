@@ -260,7 +260,7 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
     parser = csv_parse.RowParser.from_config(cfg)
     splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
     regression = cfg.task == "regression"
-    with beam.Pipeline(options=pipeline_options(cfg)) as p:
+    with beam.Pipeline(options=pipeline_options(cfg, step="ingest")) as p:
         parsed = (p | "Files" >> beam.Create(files)
                     | "Parse" >> beam.FlatMap(parser.parse_file))
         kinds = (csv_parse.ROW, csv_parse.MALFORMED, csv_parse.FILE)
@@ -402,7 +402,7 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
                 "code_version": code_version(),
                 "config_sha256": cfg.sha256,
                 "run_id": ctx.run_id,
-                "beam": {"runner": cfg.beam.runner, "options": cfg.beam.options},
+                "beam": dict(zip(("runner", "options"), cfg.beam.for_step("ingest"), strict=True)),
                 "content_sha256": sha256_tree(out),
             }
             write_json_atomic(out / "provenance.json", prov)

@@ -164,7 +164,7 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
                                             telemetry_descriptors=["pipelines", "transform"])
                for split, patterns in (("train", train_patterns), ("eval", eval_patterns))}
     temp_dir = out / "tmp"
-    with (beam.Pipeline(options=pipeline_options(cfg)) as p,
+    with (beam.Pipeline(options=pipeline_options(cfg, step="transform")) as p,
           tft_beam.Context(temp_dir=str(temp_dir))):
         raw = {split: p | f"Read{split}" >> src.BeamSource() for split, src in sources.items()}
         (train_xf, metadata), transform_fn = (
