@@ -15,6 +15,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 import urllib.error
 import urllib.request
@@ -227,3 +228,12 @@ def production_alias(pipelines_home: Path, pipeline: str = "adult") -> Any:
     """The registry's alias file as written by pipelines.registry (None before any promotion)."""
     path = Path(pipelines_home) / "registry" / pipeline / "aliases.json"
     return json.loads(path.read_text()) if path.is_file() else None
+
+
+def dag_run_summary(env: dict[str, str], dag_id: str) -> dict:
+    """The latest run of ``dag_id`` in the Airflow DB (scripts/airflow_run_summary.py --json)."""
+    out = run([sys.executable, "scripts/airflow_run_summary.py", dag_id, "--json"], env,
+              check=False)
+    if not out.stdout.strip():
+        raise AssertionError(f"no summary of {dag_id}:\n{out.stderr[-2000:]}")
+    return json.loads(out.stdout)
