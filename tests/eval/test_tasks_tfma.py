@@ -46,7 +46,9 @@ EVALUATION = {
 
 
 def _config(adult_cfg, task: str):
-    raw = task_config(adult_cfg, task).model_dump(mode="json")
+    # Adult's monitoring section has binary live gates: the relabelled configs use the default
+    base = adult_cfg.model_copy(update={"monitoring": type(adult_cfg.monitoring)()})
+    raw = task_config(base, task).model_dump(mode="json")
     raw["evaluation"] = EVALUATION[task]
     return parse_config(raw, f"<adult_{task} evaluation>")
 
