@@ -551,6 +551,9 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
                             "(set it under evaluation.thresholds or evaluation.fairness)")
         if low > high:
             problems.append(f"evaluation.override_bounds.{name}: low {low} > high {high}")
+    if cfg.promotion.policy != "auto":  # issue 12: refused, never silently promoted at once
+        problems.append(f"promotion.policy: {cfg.promotion.policy!r} is not enforced by the promote "
+                        "step yet (only the monitor step scores a shadow alias): use auto")
     for name in cfg.monitoring.alarms.live_thresholds or {}:  # issue 12
         if name not in allowed:
             problems.append(f"monitoring.alarms.live_thresholds.{name}: not a threshold of task "

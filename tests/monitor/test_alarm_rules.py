@@ -148,3 +148,13 @@ def test_agreement():
 def test_latest_span_of_a_snapshot_event():
     assert monitor.latest_span({"spans": ["2026-11-19", "2026-11-20"]}) == "2026-11-20"
     assert monitor.latest_span({}) is None and monitor.latest_span(None) is None
+
+
+@pytest.mark.parametrize("policy", ["shadow", "approval"])
+def test_policies_not_enforced_yet_are_refused(policy):
+    from pipelines.config import ConfigError
+
+    raw = adult_raw()
+    raw["promotion"]["policy"] = policy
+    with pytest.raises(ConfigError, match=f"promotion.policy: '{policy}' is not enforced"):
+        parse_config(raw)

@@ -1,0 +1,188 @@
+"""DAG factory: one DAG ``monitor_<pipeline>`` per config file in configs/ (issue 12).
+
+Parsed by the Airflow DAG processor (and by ``airflow dags test``); as cheap to parse as
+dags/retrain.py, whose task helpers it reuses: ``airflow.sdk`` and ``pipelines.config`` only. The
+heavy stack (TensorFlow, TFMA, GX) is imported by :mod:`pipelines.monitor` inside the task.
+
+Scheduled on the ``<name>.snapshot`` Asset that retrain's ingest emits (a new span landed) and on
+``monitoring.schedule``. Which span: the ``span`` param, else the newest span of the triggering
+snapshot event, else the run's logical date (as retrain). An alarm notifies with its reasons and
+emits the ``<name>.retrain_requested`` Asset event, which retrain_<name> can be scheduled on::
+
+    monitor_span >> [dashboard, alarm]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from pathlib import Path
+
+from airflow.sdk import Asset, AssetOrTimeSchedule, Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
+
+from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
+from pipelines.errors import PipelineError
+
+log = logging.getLogger("pipelines.dag.monitor")
+CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs")
+NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # as dags/retrain.py
+TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill",
+                "asset_triggered": "asset"}
+
+# The task helpers below mirror dags/retrain.py's: importing that DAG file here would register its
+# DAGs a second time (Airflow reports them as duplicated); a shared helper module is the next step.
+
+
+def run_context():
+    """The lineage context of the running task, from the Airflow task context."""
+    from pipelines.context import RunContext
+
+    c = get_current_context()
+    dag_run, ti = c["dag_run"], c["ti"]
+    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
+    return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
+                      try_number=ti.try_number, triggered_by=TRIGGERED_BY.get(run_type, run_type),
+                      params=dict(c["params"]))
+
+
+def notify_failure(context) -> None:
+    """on_failure_callback: the reason reaches the log and the notifier."""
+    from pipelines import notify
+
+    ti, exc = context["ti"], context.get("exception")
+    first = (str(exc).strip().splitlines() or [""])[0] if exc else "see the task log"
+    notify.notify(f"{ti.dag_id}.{ti.task_id} failed (run {ti.run_id}, try {ti.try_number}): "
+                  f"{type(exc).__name__ if exc else 'error'}: {first}", _target())
+
+
+def snapshot_asset(name: str) -> Asset:
+    return Asset(name=f"{name}.snapshot", uri=f"x-pipelines://{name}/snapshots")
+
+
+def retrain_requested_asset(name: str) -> Asset:
+    """The Asset whose events ask retrain_<name> to run (schedule it on this Asset)."""
+    return Asset(name=f"{name}.retrain_requested", uri=f"x-pipelines://{name}/retrain_requested")
+
+
+def _span() -> str:
+    c = get_current_context()
+    if c["params"].get("span"):
+        return str(c["params"]["span"])
+    from pipelines.monitor import latest_span
+
+    for events in (c.get("triggering_asset_events") or {}).values():
+        for event in reversed(list(events)):
+            if span := latest_span(event.extra):
+                return span
+    dag_run = c["dag_run"]
+    return (dag_run.logical_date or dag_run.run_after).date().isoformat()
+
+
+def _target() -> dict | None:
+    conn_id = os.environ.get(NOTIFY_CONN_ENV)
+    if not conn_id:
+        return None
+    try:
+        from airflow.sdk import BaseHook
+
+        conn = BaseHook.get_connection(conn_id)
+        return {"conn_type": conn.conn_type, "host": conn.host, "port": conn.port,
+                "login": conn.login, "password": conn.password, "schema": conn.schema,
+                "extra": conn.extra_dejson}
+    except Exception as exc:  # noqa: BLE001 - the alarm is logged anyway
+        log.warning("notifier connection %r unusable: %s", conn_id, exc)
+        return None
+
+
+def build_dag(config_path: Path):
+    """Builds the monitoring DAG of one pipeline config."""
+    cfg: PipelineConfig = load_config(config_path)
+    cfg_file, name = str(config_path), cfg.name
+    snapshot, requested = snapshot_asset(name), retrain_requested_asset(name)
+    if cfg.monitoring.schedule:
+        from airflow.timetables.trigger import CronTriggerTimetable
+
+        schedule = AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(cfg.monitoring.schedule, timezone="UTC"),
+            assets=snapshot)
+    else:
+        schedule = snapshot
+
+    @dag(
+        dag_id=f"monitor_{name}",
+        schedule=schedule,
+        start_date=dt.datetime.fromisoformat(cfg.schedule.start_date).replace(tzinfo=dt.UTC),
+        catchup=False,
+        max_active_runs=1,
+        dagrun_timeout=dt.timedelta(hours=1),
+        doc_md=f"Monitoring of the production model of {name} on each new span (issue 12).",
+        description=f"Monitoring of {name}: drift, outputs, live metrics, alarms",
+        tags=sorted({"monitor", *cfg.tags}),
+        params={"span": Param(None, type=["null", "string"], pattern=r"^\d{4}-\d{2}-\d{2}$",
+                              description="span to monitor (YYYY-MM-DD); default: the newest "
+                                          "span of the triggering snapshot, else the run date")},
+        default_args={"owner": cfg.owner, "execution_timeout": dt.timedelta(minutes=30),
+                      "on_failure_callback": notify_failure, "retries": 0},
+    )
+    def monitor():
+        @task(inlets=[snapshot])
+        def monitor_span() -> dict:
+            from pipelines import monitor as monitor_lib
+
+            try:
+                return monitor_lib.run(cfg_file, run_context(), _span())
+            except monitor_lib.NothingToMonitor as exc:
+                raise AirflowSkipException(str(exc)) from exc
+            except PipelineError as exc:
+                raise AirflowFailException(str(exc)) from exc
+
+        @task(execution_timeout=dt.timedelta(minutes=5))
+        def dashboard(monitored: dict) -> dict:
+            from pipelines import monitor_report
+
+            path = monitor_report.write(load_config(cfg_file), None)
+            log.info("monitoring dashboard: %s", path)
+            return {"dashboard_html": str(path), "span": monitored["span"]}
+
+        @task(outlets=[requested] if cfg.monitoring.retrain_on_alarm else [],
+              execution_timeout=dt.timedelta(minutes=5))
+        def alarm(monitored: dict, *, outlet_events=None) -> dict:
+            from pipelines import notify
+
+            if not monitored["alarms"]:
+                raise AirflowSkipException(f"span {monitored['span']}: no alarm")
+            message = (f"monitor_{name}: ALARM on span {monitored['span']} (production version "
+                       f"{monitored['production_version']}): " + "; ".join(monitored["alarms"]))
+            notified = notify.notify(message, _target())
+            extra = {"span": monitored["span"], "reasons": monitored["alarms"],
+                     "production_version": monitored["production_version"],
+                     "monitoring_uri": monitored["monitoring_uri"]}
+            if cfg.monitoring.retrain_on_alarm:
+                outlet_events[requested].extra = extra
+            return {**extra, "notified": notified,
+                    "retrain_requested": cfg.monitoring.retrain_on_alarm}
+
+        monitored = monitor_span()
+        dashboard(monitored)
+        alarm(monitored)
+
+    return monitor()
+
+
+def build_all(config_dir: Path = CONFIG_DIR) -> dict:
+    """One DAG per valid ``*.yaml`` in ``config_dir`` (broken ones: dags/config_errors.py)."""
+    dags = {}
+    for path in sorted(config_dir.glob("*.yaml")):
+        try:
+            built = build_dag(path)
+        except ConfigError as exc:
+            log.error("skipping %s: %s", path.name, exc)
+            continue
+        dags[built.dag_id] = built
+    return dags
+
+
+for _dag_id, _dag in build_all().items():
+    globals()[_dag_id] = _dag
