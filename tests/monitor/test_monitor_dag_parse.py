@@ -1,0 +1,33 @@
+"""dags/monitor.py parses cheaply, alone, and never re-registers the retrain DAGs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from pipelines.config import REPO_ROOT
+
+PARSE = """
+import json, runpy, sys
+g = runpy.run_path(sys.argv[1])
+dags = {k: v for k, v in g.items() if k.startswith(("monitor_", "retrain_")) and hasattr(v, "dag_id")}
+heavy = [m for m in ("tensorflow", "apache_beam", "tensorflow_model_analysis", "great_expectations",
+                     "pandas") if m in sys.modules]
+d = dags["monitor_adult"]
+print(json.dumps({"dags": sorted(dags), "heavy": heavy, "tasks": sorted(d.task_ids),
+                  "assets": [d.timetable.asset_condition.name],
+                  "alarm_outlets": [o.name for o in d.get_task("alarm").outlets]}))
+"""
+
+
+def test_parse_is_light_and_builds_one_monitor_dag_per_config():
+    out = subprocess.run([sys.executable, "-c", PARSE, str(REPO_ROOT / "dags" / "monitor.py")],
+                         capture_output=True, text=True, timeout=120, cwd=REPO_ROOT, check=True)
+    got = json.loads(out.stdout.strip().splitlines()[-1])
+    configs = sorted(p.stem for p in (REPO_ROOT / "configs").glob("*.yaml"))
+    assert got["dags"] == [f"monitor_{c}" for c in configs]  # no retrain_* built here
+    assert got["heavy"] == []
+    assert got["tasks"] == ["alarm", "dashboard", "monitor_span"]
+    assert got["assets"] == ["adult.snapshot"]
+    assert got["alarm_outlets"] == ["adult.retrain_requested"]
