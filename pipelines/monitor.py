@@ -171,7 +171,7 @@ def output_metrics(cfg: PipelineConfig, scores, label_mix: dict[str, float] | No
 
     out: dict[str, Any] = {"rows": int(len(scores))}
     if cfg.task == "multiclass":
-        classes = [str(c) for c in cfg.label.classes]
+        classes = [str(c) for c in cfg.label.classes or []]
         predicted = scores.argmax(axis=1)
         mix = {c: float((predicted == i).mean()) for i, c in enumerate(classes)}
         out["class_mix"] = {c: round(v, 6) for c, v in mix.items()}
@@ -415,7 +415,7 @@ def monitor(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str,
 
 def _add_scores(cfg: PipelineConfig, frame, name: str, scores) -> None:
     if cfg.task == "multiclass":
-        for i, c in enumerate(cfg.label.classes):
+        for i, c in enumerate(cfg.label.classes or []):
             frame[f"{name}:{c}"] = scores[:, i]
     else:
         frame[name] = scores
@@ -440,7 +440,7 @@ def _live(cfg: PipelineConfig, files: list[str], prod_dir: Path, shadow_dir: Pat
     prod_rows = as_model(rows, eval_tfma.BASELINE if shadow_dir is not None else eval_tfma.CANDIDATE)
     _, _, prod_checks = (blessing.decide(cfg, prod_rows, thresholds, has_baseline=False)
                          if thresholds else (True, [], []))
-    overall = next((r["candidate"] for r in prod_rows if not r["slice"]), {})
+    overall: dict[str, Any] = next((r["candidate"] for r in prod_rows if not r["slice"]), {})
     out: dict[str, Any] = {"production": {
         "rows": prod_rows, "checks": prod_checks, "thresholds": thresholds,
         "overall": overall, "headline_metric": metric, "headline": overall.get(metric),
@@ -448,7 +448,7 @@ def _live(cfg: PipelineConfig, files: list[str], prod_dir: Path, shadow_dir: Pat
         "fairness_gaps": [c for c in prod_checks if c["threshold"] == FAIRNESS_GATE]}}
     if shadow_dir is not None:
         blessed, reasons, shadow_checks = blessing.decide(cfg, rows, thresholds, has_baseline=True)
-        shadow_overall = next((r["candidate"] for r in rows if not r["slice"]), {})
+        shadow_overall: dict[str, Any] = next((r["candidate"] for r in rows if not r["slice"]), {})
         out["shadow"] = {"rows": as_model(rows, eval_tfma.CANDIDATE), "checks": shadow_checks,
                          "no_worse": blessed, "reasons": reasons, "overall": shadow_overall,
                          "headline": shadow_overall.get(metric)}
