@@ -66,6 +66,7 @@ def task_config(adult_cfg, task: str, excluded: list[str] | None = None, **model
         column["role"] = "excluded" if column["name"] in excluded else "feature"
     raw.update(
         name=f"adult_{task}", label=TASK_LABELS[task], sample_data=None, evaluation={},
+        monitoring={},  # Adult's live gates are binary ones: defaults, no alarm
         transform_module="tests.model.tiny_transform",
         model={"hidden_units": [32, 16], "learning_rate": 0.005, "batch_size": 256, "epochs": 6,
                "early_stopping_patience": 2, "seed": 7, **model})
