@@ -36,7 +36,13 @@ airflow dags test "$DAG" "$END" >"$log" 2>&1 &
 dags_test=$!
 python scripts/airflow_progress.py "$DAG" --since "$start" --pid "$dags_test" &
 progress=$!
-trap 'kill "$dags_test" "$progress" 2>/dev/null || true' INT TERM
+stop_run() {  # Ctrl-C or SIGTERM: stop the run too (SIGKILL if it ignores SIGTERM for 10 s)
+  kill "$dags_test" "$progress" 2>/dev/null || true
+  for _ in 1 2 3 4 5 6 7 8 9 10; do kill -0 "$dags_test" 2>/dev/null || return 0; sleep 1; done
+  kill -KILL "$dags_test" 2>/dev/null || true
+}
+trap 'stop_run; exit 130' INT
+trap 'stop_run; exit 143' TERM
 wait "$dags_test" || status=$?
 wait "$progress" || true
 trap - INT TERM
