@@ -7,7 +7,7 @@ UV := python3 -m uv
 export TF_USE_LEGACY_KERAS := 1
 export TF_CPP_MIN_LOG_LEVEL := 2
 
-.PHONY: help install system-deps test test-fast demo airflow lint bench clean
+.PHONY: help install system-deps test test-fast demo airflow stack lint bench clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
@@ -19,7 +19,7 @@ $(VENV)/.installed: pyproject.toml uv.lock
 	$(UV) sync --frozen --compile-bytecode --python python3.11  # .pyc up front: imports 3x faster
 	@touch $@
 
-system-deps:  ## Debian packages the tests need (chromium, postgresql); skipped when present
+system-deps:  ## Debian packages the tests need (chromium, postgresql, redis-server); skipped when present
 	bash scripts/install-system-deps.sh
 
 test: install system-deps  ## install if needed, then the whole suite (unit to end-to-end)
@@ -33,6 +33,9 @@ demo: install  ## the main job: stage Adult, a real Airflow run of retrain_adult
 
 airflow: install  ## airflow standalone on 127.0.0.1 with these DAGs
 	bash scripts/airflow-standalone.sh
+
+stack: install system-deps  ## the CeleryExecutor stack without Docker (PostgreSQL, Redis, 2 workers)
+	bash scripts/stack.sh
 
 lint: install  ## ruff and the type checker (mypy, settings in pyproject.toml)
 	$(VENV)/bin/ruff check .

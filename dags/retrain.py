@@ -44,6 +44,9 @@ CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs
 NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # Airflow connection id of a webhook or SMTP server
 TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill"}
 RETRY_FAST = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
+# issue 13: the Celery stack routes the heavy tasks (transform, train, evaluate) to the workers of
+# this queue (scripts/stack.sh, docker/compose.yaml); unset: Airflow's default queue.
+HEAVY = {"queue": q} if (q := os.environ.get("PIPELINES_HEAVY_QUEUE")) else {}
 RETRY_BACKOFF = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
                  "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
 ALERT_MAX_CHARS = 4000  # a whole list of reasons, not a whole log
@@ -166,11 +169,12 @@ def build_dag(config_path: Path):
         def validate(ingested: dict) -> dict:
             return _gate(flow.validate, cfg_file, run_context(), ingested)
 
-        @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=45), **RETRY_BACKOFF)
+        @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=45), **RETRY_BACKOFF,
+              **HEAVY)
         def transform(ingested: dict, validated: dict) -> dict:
             return _gate(flow.transform, cfg_file, run_context(), ingested)
 
-        @task(outlets=[model], execution_timeout=dt.timedelta(minutes=45))
+        @task(outlets=[model], execution_timeout=dt.timedelta(minutes=45), **HEAVY)
         def train(transformed: dict, ingested: dict, *, outlet_events=None) -> dict:
             res = _gate(flow.train, cfg_file, run_context(), transformed, ingested)
             outlet_events[model].extra = {"model_uri": res["model_uri"], "model_id": res["model_id"],
@@ -178,7 +182,7 @@ def build_dag(config_path: Path):
                                           "transform_uri": transformed["transform_uri"]}
             return res
 
-        @task(inlets=[model, snapshot], execution_timeout=dt.timedelta(minutes=45))
+        @task(inlets=[model, snapshot], execution_timeout=dt.timedelta(minutes=45), **HEAVY)
         def evaluate(trained: dict, ingested: dict) -> dict:
             return _gate(flow.evaluate, cfg_file, run_context(), trained, ingested)
 
