@@ -94,13 +94,14 @@ def _transform_record(transform_uri: str) -> dict[str, Any]:
 
 
 def model_id(cfg: PipelineConfig, transform: dict[str, Any], warm_sha: str | None) -> str:
-    import tensorflow as tf
+    import importlib.metadata  # the TF version without importing TensorFlow (seconds)
 
     return sha256_json({
         "transform": transform["sha256"], "model": cfg.model.model_dump(),
         "label": cfg.label.model_dump(mode="json"),
         "features": [c.name for c in cfg.feature_columns],
-        "warm_start": warm_sha, "code": _code_sha256(), "tf": tf.__version__,
+        "warm_start": warm_sha, "code": _code_sha256(),
+        "tf": importlib.metadata.version("tensorflow"),
     })[:16]
 
 

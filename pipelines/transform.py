@@ -24,13 +24,15 @@ config parts it reads, so re-running on the same inputs reuses the artifact.
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib
-import inspect
+import importlib.metadata
+import importlib.util
 import logging
 import shutil
-import sys
 import time
+import tokenize
 from pathlib import Path
 from typing import Any
 
@@ -68,19 +70,60 @@ def load_preprocessing_fn(cfg: PipelineConfig):
         "nor preprocessing_fn(inputs); add one of them")
 
 
+def _source_file(name: str) -> Path | None:
+    """The .py file of module ``name``, found without importing it or its package's modules
+    (importlib's find_spec imports the parents of a dotted name, and they import TensorFlow)."""
+    top, _, rest = name.partition(".")
+    spec = importlib.util.find_spec(top)
+    if spec is None:
+        return None
+    if not rest:
+        return Path(spec.origin) if spec.origin and spec.origin.endswith(".py") else None
+    for location in spec.submodule_search_locations or []:
+        base = Path(location, *rest.split("."))
+        for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+            if candidate.is_file():
+                return candidate
+    return None
+
+
+def _module_source(name: str) -> str:
+    """The source of module ``name``, read from its file without executing it."""
+    path = _source_file(name)
+    if path is None:
+        raise PipelineError(f"transform_module {name!r} cannot be found as a Python source file; "
+                            "it must be a module on the path, e.g. transforms.adult for "
+                            "transforms/adult.py")
+    with tokenize.open(path) as f:  # as inspect.getsource reads it
+        return f.read()
+
+
 def _module_sha256(cfg: PipelineConfig) -> str:
-    """sha256 of the transform module's source and of every module of its package it uses
-    (``transforms/lib.py``, say), so a change to a shared helper is a new transform."""
-    module = importlib.import_module(cfg.transform_module)
-    package = module.__name__.split(".")[0] + "."
-    used = set()
-    for value in vars(module).values():
-        name = value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None)
-        if isinstance(name, str) and name.startswith(package) and name != module.__name__:
-            used.add(name)
-    digest = hashlib.sha256(inspect.getsource(module).encode())
-    for name in sorted(used):
-        digest.update(inspect.getsource(sys.modules[name]).encode())
+    """sha256 of the transform module's source and of every module of its package it imports
+    (``transforms/lib.py``, say), so a change to a shared helper is a new transform.
+
+    Read from the source files (``ast``), never imported: a reused transform must not pay for
+    importing TensorFlow, which every transform module does at its top."""
+    name = cfg.transform_module
+    source = _module_source(name)
+    package = name.split(".")[0] + "."
+    used: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            targets = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = importlib.util.resolve_name("." * node.level + (node.module or ""),
+                                               name.rpartition(".")[0]) if node.level else \
+                node.module or ""
+            # ``from pkg import mod`` names a module; ``from pkg.mod import f`` its module.
+            targets = [base] + [f"{base}.{a.name}" for a in node.names]
+        else:
+            continue
+        used.update(t for t in targets if t.startswith(package) and t != name
+                    and _source_file(t) is not None)
+    digest = hashlib.sha256(source.encode())
+    for module in sorted(used):
+        digest.update(_module_source(module).encode())
     return digest.hexdigest()
 
 
@@ -107,8 +150,6 @@ def _snapshot_input(uri: str) -> Artifact:
 
 def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
     """Content address of a transform: input data, transform code and the config it reads."""
-    import tensorflow_transform as tft
-
     return sha256_json({
         "snapshots": [i["properties"]["data_sha256"] for i in inputs],
         "module": cfg.transform_module,
@@ -116,7 +157,8 @@ def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
         "columns": [c.model_dump() for c in cfg.columns],
         "label": cfg.label.model_dump(),
         "missing_marker": cfg.source.missing_marker,
-        "tft": tft.__version__,
+        # the installed version, without importing TF Transform (seconds of TensorFlow imports)
+        "tft": importlib.metadata.version("tensorflow-transform"),
     })[:16]
 
 
