@@ -17,6 +17,7 @@ import os
 import stat
 from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 from pipelines.config import PipelineConfig
 
@@ -198,8 +199,9 @@ class RowParser:
         example = tf.train.Example(features=tf.train.Features(feature=feature))
         return example.SerializeToString(), None
 
-    def parse_rows(self, uri: str, rows: Iterator[tuple[int, list[str]]],
+    def parse_rows(self, uri: str, rows: Iterator[Any],
                    names: list[str]) -> Iterator[Record]:
+        """Records of ``rows``: ``(line, fields)`` pairs, or malformed records passed through."""
         for item in rows:
             if item[0] == MALFORMED:
                 yield item

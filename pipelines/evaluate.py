@@ -156,7 +156,7 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
         rows = eval_tfma.load_rows(cfg, tmp / "tfma")
         curves = eval_tfma.load_curves(cfg, tmp / "tfma")
         blessed, reasons, checks = blessing.decide(cfg, rows, thresholds, baseline is not None)
-        record = {
+        record: dict[str, Any] = {
             "evaluation_id": evaluation_id, "pipeline": cfg.name, "created_at": utcnow(),
             "run_id": ctx.run_id, "config_sha256": cfg.sha256,
             "model": {"uri": str(model_uri), "saved_model": str(candidate), "sha256": model_sha},
@@ -176,7 +176,8 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     log.info("evaluation %s: %s (%d checks, TFMA %.1f s)", evaluation_id,
              "blessed" if blessed else "NOT blessed: " + "; ".join(reasons), len(checks),
              tfma_seconds)
-    inputs = [artifact(ArtifactKind.MODEL, model_uri, model_sha, None, role="candidate")]
+    # the SavedModel folder, as train records it: the URI whose tree hash model_sha is
+    inputs = [artifact(ArtifactKind.MODEL, candidate, model_sha, None, role="candidate")]
     if baseline:
         inputs.append(artifact(ArtifactKind.MODEL_VERSION, baseline["uri"],
                                baseline_hashes.get("sha256"), None, role="baseline",

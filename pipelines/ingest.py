@@ -265,7 +265,7 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
                     | "Parse" >> beam.FlatMap(parser.parse_file))
         kinds = (csv_parse.ROW, csv_parse.MALFORMED, csv_parse.FILE)
         rows, bad, read = parsed | "Kind" >> beam.Partition(
-            lambda rec, n: kinds.index(rec[0]), len(kinds))
+            lambda rec, n: kinds.index(rec[0]), len(kinds))  # type: ignore[arg-type]
         if regression:
             edges = beam.pvalue.AsSingleton(
                 rows | "Targets" >> beam.Map(lambda rec: float(rec[2]))
@@ -285,8 +285,8 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
             routed = keyed | "Assign" >> beam.Map(
                 lambda rec, cut: ("eval" if rec[4] <= cut[rec[2]] else "train", *rec[1:]),
                 cut=beam.pvalue.AsDict(cutoffs))
-        by_split = routed | "Route" >> beam.Partition(lambda rec, n: splits.index(rec[0]),
-                                                      len(splits))
+        by_split = routed | "Route" >> beam.Partition(
+            lambda rec, n: splits.index(rec[0]), len(splits))  # type: ignore[arg-type]
         for i, split in enumerate(splits):
             (by_split[i]
              | f"Payload{split}" >> beam.Map(lambda rec: rec[3])

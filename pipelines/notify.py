@@ -60,6 +60,7 @@ def _mail(message: str, target: dict[str, Any]) -> None:
                          "send a password in clear text (use starttls or ssl)")
     context = ssl.create_default_context(cafile=extra.get("ca_file"))
     host = target.get("host") or "localhost"
+    smtp: smtplib.SMTP
     if tls == "ssl":
         smtp = smtplib.SMTP_SSL(host, int(target.get("port") or 465), timeout=10, context=context)
     else:

@@ -49,7 +49,7 @@ COLUMNS = {
                    ("mean_label", "mean label"), ("mean_prediction", "mean pred."),
                    ("mean_residual", "mean residual")],
 }
-HEADLINE = {
+HEADLINE: dict[str, list[tuple[str, bool | None]]] = {
     "binary": [("auc", True), ("auc_pr", True), ("accuracy", True), ("log_loss", False)],
     "multiclass": [("accuracy", True), ("macro_auc", True), ("macro_recall", True),
                    ("log_loss", False)],
@@ -201,14 +201,14 @@ def _figures(record: dict[str, Any]) -> list[tuple[str, str]]:
                 _slice_bars(plt, record, dataset, "accuracy", "accuracy", _slice_gate(record)))
         else:
             fig, (cal, hist) = plt.subplots(1, 2, figsize=(9, 4))
-            lo_hi = []
+            lo_hi: list[float] = []
             for model, c in sorted(models.items()):
                 buckets = c.get("calibration") or []
                 if buckets:
-                    xs = [b["mean_prediction"] for b in buckets]
-                    ys = [b["mean_label"] for b in buckets]
-                    cal.plot(xs, ys, "o-", label=model)
-                    lo_hi += xs + ys
+                    means = [b["mean_prediction"] for b in buckets]
+                    labels = [b["mean_label"] for b in buckets]
+                    cal.plot(means, labels, "o-", label=model)
+                    lo_hi += means + labels
                 for b in c.get("residuals") or []:
                     if b["low"] is None or b["high"] is None:
                         continue

@@ -29,6 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pipelines import store
+
 CONFIG_FILE = "models.config"
 LABELS = {"stable": "production", "canary": "shadow"}  # TF Serving label -> registry alias
 
@@ -84,14 +86,4 @@ def write_for(base: Path, aliases: dict[str, Any]) -> Path:
 
 def path(cfg: Any, home: Path) -> Path:
     """Where the model config of a pipeline lives (beside its aliases.json)."""
-    from pipelines import registry
-
-    return registry.root(cfg, home) / CONFIG_FILE
-
-
-def write(cfg: Any, home: Path) -> Path:
-    """Regenerates the model config from the registry's current aliases, under its lock."""
-    from pipelines import registry
-
-    with registry.locked(cfg, home) as base:
-        return write_for(base, registry.read_aliases(cfg, home))
+    return store.root(home, store.Kind.REGISTRY, cfg.name) / CONFIG_FILE

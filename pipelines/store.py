@@ -179,7 +179,7 @@ def sweep_stale_tmp(parent: Path, max_age: float = STALE_TMP_SECONDS) -> list[Pa
     import fcntl
     import time
 
-    removed = []
+    removed: list[Path] = []
     if not Path(parent).is_dir():
         return removed
     now = time.time()

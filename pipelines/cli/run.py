@@ -7,8 +7,8 @@ validation, 2 usage error, 1 unexpected failure.
 
 from __future__ import annotations
 
-import time
 import datetime as dt
+import time
 import uuid
 from pathlib import Path
 from typing import Annotated
@@ -28,7 +28,7 @@ from pipelines.cli.options import (
     parse_span,
 )
 from pipelines.context import RunContext
-from pipelines.errors import EXIT_NOT_PROMOTED
+from pipelines.errors import EXIT_NOT_PROMOTED, UsageError
 
 WindowOpt = Annotated[
     int | None, typer.Option(min=1, max=366, help="spans to train on [default: the config's]")
@@ -50,6 +50,8 @@ def run(
     from pipelines.params import THRESHOLD_PREFIX, resolve_params
 
     day = parse_span(span)
+    if day is None:
+        raise UsageError("--span is required: the last span of the window, YYYY-MM-DD")
     overrides = parse_overrides(threshold)
     params = {"span": day.isoformat(), "window": window, "force": force,
               **{THRESHOLD_PREFIX + name: value for name, value in overrides.items()}}

@@ -135,6 +135,16 @@ def append(session: Session, x: Execution, phase: str) -> ChainRecord:
     return rec
 
 
+_sealed: set[int] = set()
+
+
+def seal_once(engine: Engine) -> None:
+    """:func:`seal_history` once per engine of this process (the recorder calls it on every write)."""
+    if id(engine) not in _sealed:
+        seal_history(engine)
+        _sealed.add(id(engine))
+
+
 def seal_history(engine: Engine) -> None:
     """Seals, as found, the executions of every pipeline that has no chain yet (a store written
     by a version without chains). A pipeline that has a chain is never touched here: an execution
@@ -233,8 +243,8 @@ def verify_chain(session: Session, pipeline: str, head: str | None = None) -> di
                                  f"execution #{execution_id} ({x.step}, run {x.run_id}) is not "
                                  f"sealed in the chain: it was inserted outside the recorder"))
     tip = records[-1] if records else None
-    if records and (stored_head is None or stored_head.head_sha256 != tip.record_sha256
-                    or stored_head.seq != tip.seq):
+    if tip is not None and (stored_head is None or stored_head.head_sha256 != tip.record_sha256
+                            or stored_head.seq != tip.seq):
         problems.append(_problem(tip.seq, tip.execution_id,
                                  f"the chain's head row says record "
                                  f"{getattr(stored_head, 'seq', None)} but the last record is "

@@ -238,7 +238,7 @@ class Emitter:
 
     def input_dataset(self, record: dict[str, Any]) -> InputDataset:
         ns, name = dataset_id(record["uri"])
-        stats = {}
+        stats: dict[str, Any] = {}
         rows = row_count(record.get("properties") or {})
         if rows is not None or record.get("size") is not None:
             stats["inputStatistics"] = input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
@@ -248,7 +248,7 @@ class Emitter:
 
     def output_dataset(self, record: dict[str, Any]) -> OutputDataset:
         ns, name = dataset_id(record["uri"])
-        stats = {}
+        stats: dict[str, Any] = {}
         rows = row_count(record.get("properties") or {})
         if rows is not None or record.get("size") is not None:
             stats["outputStatistics"] = (

@@ -49,19 +49,20 @@ class Graph:
     def producers(self, artifact_id: int) -> list[Execution]:
         """Executions that wrote the artifact, the one that created it first."""
         events = self._events(Event.artifact_id, artifact_id, "output")
-        rows = [self.session.get(Execution, e.execution_id) for e in events]
+        rows = [x for e in events if (x := self.session.get(Execution, e.execution_id))]
         return sorted(rows, key=lambda x: (x.status != COMPLETED, x.started, x.id))
 
     def consumers(self, artifact_id: int) -> list[Execution]:
         events = self._events(Event.artifact_id, artifact_id, "input")
-        rows = {e.execution_id: self.session.get(Execution, e.execution_id) for e in events}
+        rows = {e.execution_id: x for e in events
+                if (x := self.session.get(Execution, e.execution_id))}
         return sorted(rows.values(), key=lambda x: (x.started, x.id))
 
     def io(self, execution: Execution, type_: str) -> list[Artifact]:
         found = []
         for e in self._events(Event.execution_id, execution.id, type_):
-            art = self.session.get(Artifact, e.artifact_id)
-            found.append(art)
+            if (art := self.session.get(Artifact, e.artifact_id)) is not None:
+                found.append(art)
         return found
 
     def add(self, execution: Execution) -> None:

@@ -28,7 +28,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, select
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -77,10 +77,10 @@ class ExecutionRecord:
                  params: dict[str, Any] | None = None):
         self.cfg, self.home, self.step, self.ctx = cfg, Path(home), step, ctx
         self.params = json_safe(params or {})
-        self.engine = None
+        self.engine: Engine | None = None
         self.id: int | None = None
         self.closed = False
-        self.openlineage = None
+        self.openlineage: openlineage.Emitter | None = None
 
     def start(self) -> None:
         """Commits the execution as ``running`` and emits the OpenLineage START event."""
@@ -94,6 +94,7 @@ class ExecutionRecord:
         )
         try:
             self.engine = get_engine(self.home)
+            chain.seal_once(self.engine)  # a store written before chains: sealed as found
             for attempt in range(3):
                 try:
                     with Session(self.engine) as session, session.begin():
@@ -120,6 +121,7 @@ class ExecutionRecord:
     def complete(self, result: dict[str, Any]) -> None:
         """Records the result's inputs and outputs and marks the execution completed."""
         self._close(COMPLETED, result, error=None)
+        assert self.openlineage is not None, "start() first"
         self.openlineage.complete(result)
 
     def fail(self, exc: BaseException) -> None:
@@ -151,6 +153,9 @@ class ExecutionRecord:
         with Session(self.engine) as session, session.begin():
             chain.lock(session, self.cfg.name)
             row = session.get(Execution, self.id)
+            if row is None:
+                raise LineageError(f"execution #{self.id} vanished from the lineage store while "
+                                   f"the {self.step} step ran")
             seen: set[tuple[int, str]] = set()
             for kind in ("input", "output"):
                 for record in result.get(f"{kind}s") or []:

@@ -267,9 +267,6 @@ def _writer_engine(url: str) -> Engine:
         Base.metadata.create_all(engine)
     except DBAPIError:  # another process created the tables at the same moment
         Base.metadata.create_all(engine)
-    from pipelines.lineage.chain import seal_history  # chain imports this module
-
-    seal_history(engine)
     return engine
 
 

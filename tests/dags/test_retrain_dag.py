@@ -68,7 +68,8 @@ def test_dagbag_loads_fast_without_errors_or_queries(parsed):
 
 def test_one_dag_per_config(parsed):
     names = {load_config(p).name for p in CONFIGS}
-    assert set(parsed[0].dags) == {f"retrain_{n}" for n in names}
+    assert set(parsed[0].dags) == ({f"retrain_{n}" for n in names}
+                                   | {f"monitor_{n}" for n in names})
 
 
 def test_parse_imports_nothing_heavy(airflow_home):

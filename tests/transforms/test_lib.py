@@ -19,6 +19,7 @@ def cfg_with_label(adult_cfg, label: dict, column_type: str | None = None):
     raw = adult_cfg.model_dump(mode="json")
     raw["label"] = label
     raw["evaluation"] = {}
+    raw["monitoring"] = {}  # Adult's live gates are binary ones
     if column_type:
         for col in raw["columns"]:
             if col["name"] == label["column"]:

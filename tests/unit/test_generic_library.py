@@ -11,6 +11,10 @@ from pathlib import Path
 
 from pipelines.config import REPO_ROOT, load_config
 
+# Literals that equal a column name by coincidence, with why they are not a use case's column.
+NOT_COLUMNS = {
+    ("pipelines/params.py", "date"): "JSON Schema's `format: date` keyword of the span param",
+}
 CODE = [*sorted((REPO_ROOT / "pipelines").rglob("*.py")), *sorted((REPO_ROOT / "dags").glob("*.py"))]
 
 
@@ -33,7 +37,8 @@ def test_library_code_names_no_column_of_any_use_case():
     names = column_names()
     assert len({cfg for cfg in names.values()}) >= 4, "expected the four shipped use cases"
     leaks = [f"{path.relative_to(REPO_ROOT)}:{line}: {value!r} is a column of {names[value]}"
-             for path in CODE for line, value in string_literals(path) if value in names]
+             for path in CODE for line, value in string_literals(path)
+             if value in names and (str(path.relative_to(REPO_ROOT)), value) not in NOT_COLUMNS]
     assert not leaks, "\n".join(leaks)
 
 
