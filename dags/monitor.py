@@ -18,6 +18,7 @@ import datetime as dt
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -104,8 +105,9 @@ def build_dag(config_path: Path):
     if cfg.monitoring.schedule:
         from airflow.timetables.trigger import CronTriggerTimetable
 
-        schedule = AssetOrTimeSchedule(
-            timetable=CronTriggerTimetable(cfg.monitoring.schedule, timezone="UTC"),
+        schedule: Any = AssetOrTimeSchedule(
+            timetable=CronTriggerTimetable(
+                cfg.monitoring.schedule, timezone="UTC"),
             assets=snapshot)
     else:
         schedule = snapshot

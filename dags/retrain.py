@@ -28,6 +28,7 @@ import json
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
@@ -37,17 +38,26 @@ from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
 from pipelines.context import RunContext
 from pipelines.errors import NotPromoted, PipelineError
 from pipelines.params import param_schemas
+from pipelines.results import (
+    Evaluated,
+    Ingested,
+    Promoted,
+    Reported,
+    Trained,
+    Transformed,
+    Validated,
+)
 
 log = logging.getLogger("pipelines.dag")
 
 CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs")
 NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # Airflow connection id of a webhook or SMTP server
 TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill"}
-RETRY_FAST = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
+RETRY_FAST: dict[str, Any] = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
 # issue 13: the Celery stack routes the heavy tasks (transform, train, evaluate) to the workers of
 # this queue (scripts/stack.sh, docker/compose.yaml); unset: Airflow's default queue.
-HEAVY = {"queue": q} if (q := os.environ.get("PIPELINES_HEAVY_QUEUE")) else {}
-RETRY_BACKOFF = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
+HEAVY: dict[str, Any] = {"queue": q} if (q := os.environ.get("PIPELINES_HEAVY_QUEUE")) else {}
+RETRY_BACKOFF: dict[str, Any] = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
                  "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
 ALERT_MAX_CHARS = 4000  # a whole list of reasons, not a whole log
 REFUSAL_KEY = "refusal"  # XCom of promote when a blessed model is refused
@@ -158,7 +168,7 @@ def build_dag(config_path: Path):
     )
     def retrain():
         @task(outlets=[snapshot], execution_timeout=dt.timedelta(minutes=20), **RETRY_BACKOFF)
-        def ingest(*, outlet_events=None) -> dict:
+        def ingest(*, outlet_events=None) -> Ingested:
             c = get_current_context()
             res = _gate(flow.ingest, cfg_file, run_context(), dict(c["params"]), _logical_day())
             outlet_events[snapshot].extra = {k: res[k] for k in ("snapshot_id", "uri", "sha256",
@@ -166,16 +176,16 @@ def build_dag(config_path: Path):
             return res
 
         @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=20))
-        def validate(ingested: dict) -> dict:
+        def validate(ingested: Ingested) -> Validated:
             return _gate(flow.validate, cfg_file, run_context(), ingested)
 
         @task(inlets=[snapshot], execution_timeout=dt.timedelta(minutes=45), **RETRY_BACKOFF,
               **HEAVY)
-        def transform(ingested: dict, validated: dict) -> dict:
+        def transform(ingested: Ingested, validated: Validated) -> Transformed:
             return _gate(flow.transform, cfg_file, run_context(), ingested)
 
         @task(outlets=[model], execution_timeout=dt.timedelta(minutes=45), **HEAVY)
-        def train(transformed: dict, ingested: dict, *, outlet_events=None) -> dict:
+        def train(transformed: Transformed, ingested: Ingested, *, outlet_events=None) -> Trained:
             res = _gate(flow.train, cfg_file, run_context(), transformed, ingested)
             outlet_events[model].extra = {"model_uri": res["model_uri"], "model_id": res["model_id"],
                                           "sha256": res["sha256"], "snapshot_uri": ingested["uri"],
@@ -183,18 +193,18 @@ def build_dag(config_path: Path):
             return res
 
         @task(inlets=[model, snapshot], execution_timeout=dt.timedelta(minutes=45), **HEAVY)
-        def evaluate(trained: dict, ingested: dict) -> dict:
+        def evaluate(trained: Trained, ingested: Ingested) -> Evaluated:
             return _gate(flow.evaluate, cfg_file, run_context(), trained, ingested)
 
         @task.short_circuit(ignore_downstream_trigger_rules=False,
                             execution_timeout=dt.timedelta(minutes=5))
-        def is_blessed(evaluated: dict) -> bool:
+        def is_blessed(evaluated: Evaluated) -> bool:
             if not evaluated.get("blessed"):
                 log.info("not promoted: %s", "; ".join(evaluated.get("reasons") or ["not blessed"]))
             return bool(evaluated.get("blessed"))
 
         @task(inlets=[model], outlets=[production], execution_timeout=dt.timedelta(minutes=20))
-        def promote(evaluated: dict, *, outlet_events=None) -> dict:
+        def promote(evaluated: Evaluated, *, outlet_events=None) -> Promoted:
             try:
                 res = flow.promote(cfg_file, run_context(), evaluated)
             except NotPromoted as exc:
@@ -219,7 +229,7 @@ def build_dag(config_path: Path):
             return res
 
         @task(trigger_rule="none_failed", execution_timeout=dt.timedelta(minutes=15))
-        def report(evaluated: dict, promoted: dict | None) -> dict:
+        def report(evaluated: Evaluated, promoted: Promoted | None) -> Reported:
             refusal = None
             if promoted is None and evaluated.get("blessed"):  # promote skipped: it refused
                 refusal = get_current_context()["ti"].xcom_pull(task_ids="promote",
