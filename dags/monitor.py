@@ -126,7 +126,8 @@ def build_dag(config_path: Path):
                               description="span to monitor (YYYY-MM-DD); default: the newest "
                                           "span of the triggering snapshot, else the run date")},
         default_args={"owner": cfg.owner, "execution_timeout": dt.timedelta(minutes=30),
-                      "on_failure_callback": notify_failure, "retries": 0},
+                      "on_failure_callback": notify_failure, "retries": 1,
+                      "retry_delay": dt.timedelta(seconds=20)},
     )
     def monitor():
         @task(inlets=[snapshot])
