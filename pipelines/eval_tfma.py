@@ -18,9 +18,11 @@ The model input is the serialized raw ``tf.Example`` (TFMA's raw record column),
 ``serving_default`` signature: the same path as serving. The prediction key is ``probabilities``
 (binary, multiclass) or ``predictions`` (regression).
 
-Metrics per task (names in rows, per model; :data:`METRICS`): binary: TFMA's own; multiclass and
-regression: one custom combiner each (:mod:`pipelines.tfma_metrics`), turned into named metrics
-here. A metric that is not defined on a slice (AUC on a slice of one class, recall of a class
+Metrics per task (names in rows, per model; :data:`METRICS`): one custom combiner per task
+(:mod:`pipelines.tfma_metrics`). Binary: ``BinaryStats``, one pass for every model that emits TFMA's
+own metric and plot names (:data:`BINARY_METRIC_NAMES`; equal to TFMA's stock metrics,
+:func:`stock_binary_metrics`, tested); multiclass and regression: raw sums turned into named
+metrics here. A metric that is not defined on a slice (AUC on a slice of one class, recall of a class
 with no example, R² of a constant label) is ``None`` in the row, with the reason in
 ``row["undefined"][model][metric]``: never 0.
 """
@@ -42,6 +44,7 @@ MISSING_BUCKET = "missing"
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 CALIBRATION_BUCKETS = 10
+PLOT_THRESHOLDS = 1000
 REGRESSION_PLOT_BUCKETS = 12
 CUSTOM_METRICS_MODULE = "pipelines.tfma_metrics"
 PREDICTION_KEYS = {"binary": "probabilities", "multiclass": "probabilities",
@@ -174,6 +177,33 @@ def _int_or_str(v):
         return v
 
 
+def stock_binary_metrics(decision_threshold: float) -> list:
+    """TFMA's own metrics and plots behind :data:`BINARY_METRIC_NAMES`: what the fused
+    ``BinaryStats`` combiner replaces (one combiner per metric family and model, each fed per
+    example through ``metric_util.to_label_prediction_example_weight``). Kept as the reference
+    the fused values are tested against (tests/eval/test_fused_metrics.py)."""
+    from tensorflow_model_analysis.proto import config_pb2
+
+    at_thr = json.dumps({"thresholds": [decision_threshold]})
+    return [
+        config_pb2.MetricConfig(class_name="ExampleCount"),
+        config_pb2.MetricConfig(class_name="AUC"),
+        config_pb2.MetricConfig(class_name="AUCPrecisionRecall"),
+        config_pb2.MetricConfig(class_name="BinaryAccuracy",
+                                config=json.dumps({"threshold": decision_threshold})),
+        *(config_pb2.MetricConfig(class_name=name, config=at_thr)
+          for name in ("Precision", "Recall", "F1Score", "FPR", "FNR", "PredictedPositiveRate")),
+        config_pb2.MetricConfig(class_name="Calibration"),
+        config_pb2.MetricConfig(class_name="MeanLabel"),
+        config_pb2.MetricConfig(class_name="MeanPrediction"),
+        config_pb2.MetricConfig(class_name="BinaryCrossEntropy"),
+        config_pb2.MetricConfig(class_name="ConfusionMatrixPlot",
+                                config=json.dumps({"num_thresholds": PLOT_THRESHOLDS})),
+        config_pb2.MetricConfig(class_name="CalibrationPlot",
+                                config=json.dumps({"num_buckets": CALIBRATION_BUCKETS})),
+    ]
+
+
 def eval_config(cfg: PipelineConfig, with_baseline: bool):
     """The TFMA EvalConfig: model specs, slicing specs (crossed with dataset) and metrics."""
     from google.protobuf.wrappers_pb2 import BoolValue
@@ -181,29 +211,11 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
 
     task = cfg.task
     if task == "binary":
-        thr = cfg.evaluation.decision_threshold
-        at_thr = json.dumps({"thresholds": [thr]})
-        metrics = [
-            config_pb2.MetricConfig(class_name="ExampleCount"),
-            config_pb2.MetricConfig(class_name="AUC"),
-            config_pb2.MetricConfig(class_name="AUCPrecisionRecall"),
-            config_pb2.MetricConfig(class_name="BinaryAccuracy",
-                                    config=json.dumps({"threshold": thr})),
-            # All five share the binary confusion matrix at the decision threshold (one combiner).
-            *(config_pb2.MetricConfig(class_name=name, config=at_thr)
-              for name in ("Precision", "Recall", "F1Score", "FPR", "FNR",
-                           "PredictedPositiveRate")),
-            config_pb2.MetricConfig(class_name="Calibration"),
-            config_pb2.MetricConfig(class_name="MeanLabel"),
-            config_pb2.MetricConfig(class_name="MeanPrediction"),
-            config_pb2.MetricConfig(class_name="BinaryCrossEntropy"),
-            # Confusion matrices at many thresholds (ROC) and the calibration curve: both derived
-            # from the calibration histogram that AUC already computes, so no extra combiner.
-            config_pb2.MetricConfig(class_name="ConfusionMatrixPlot",
-                                    config='{"num_thresholds": 1000}'),
-            config_pb2.MetricConfig(class_name="CalibrationPlot",
-                                    config=json.dumps({"num_buckets": CALIBRATION_BUCKETS})),
-        ]
+        metrics = [config_pb2.MetricConfig(
+            class_name="BinaryStats", module=CUSTOM_METRICS_MODULE,
+            config=json.dumps({"decision_threshold": cfg.evaluation.decision_threshold,
+                               "calibration_buckets": CALIBRATION_BUCKETS,
+                               "plot_thresholds": PLOT_THRESHOLDS}))]
     elif task == "multiclass":
         metrics = [config_pb2.MetricConfig(class_name="ExampleCount"),
                    config_pb2.MetricConfig(class_name="MulticlassStats",

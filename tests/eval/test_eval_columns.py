@@ -171,12 +171,12 @@ def test_value_bins_cover_any_scale():
 
 
 def test_eval_config_per_task(adult_cfg, multiclass_cfg, regression_cfg):
-    for cfg, key, names in ((adult_cfg, "probabilities", {"AUC", "PredictedPositiveRate"}),
-                            (multiclass_cfg, "probabilities", {"MulticlassStats"}),
-                            (regression_cfg, "predictions", {"RegressionStats"})):
+    for cfg, key, names in ((adult_cfg, "probabilities", {"BinaryStats"}),
+                            (multiclass_cfg, "probabilities", {"MulticlassStats", "ExampleCount"}),
+                            (regression_cfg, "predictions", {"RegressionStats", "ExampleCount"})):
         config = eval_tfma.eval_config(cfg, with_baseline=False)
         assert {s.prediction_key for s in config.model_specs} == {key}
         got = {m.class_name for s in config.metrics_specs for m in s.metrics}
-        assert names | {"ExampleCount"} <= got
+        assert names == got
         assert [list(s.feature_keys)[1:] for s in config.slicing_specs] == cfg.evaluation.slices
     assert task_config("binary").task == "binary"

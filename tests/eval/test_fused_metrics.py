@@ -1,0 +1,173 @@
+"""The fused binary combiner (pipelines.tfma_metrics.BinaryStats) equals TFMA's stock metrics.
+
+One real Beam pipeline over 4,000 real Adult rows runs TFMA twice on the same examples: once with
+TFMA's stock metrics and plots (eval_tfma.stock_binary_metrics), once with the fused combiner that
+the evaluate step configures (eval_tfma.eval_config). Two models (candidate and baseline) score
+every row: their scores are features of the examples (TFMA's model-free path, prediction_key), a
+logistic of real Adult columns, so the test needs no training. The rows and curves that
+eval_tfma.load_rows / load_curves build from each output (what blessing and the report read) must
+agree: counts and threshold metrics exactly, means and log loss to float precision, AUC and AUC-PR
+to the 10,000-bucket histogram's precision.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from pipelines import eval_tfma
+from tests.conftest import RAW_DIR
+
+pytestmark = pytest.mark.slow
+ROWS = 4000
+SLICES = [[], ["sex"], ["race"]]
+
+
+def _scores(rows) -> tuple[list[float], list[float]]:
+    """Two deterministic, different, well-spread scores from real columns."""
+    a, b = [], []
+    for r in rows:
+        age, edu, hours = float(r[0]), float(r[4]), float(r[12])
+        married = r[5].startswith("Married")
+        za = -8.5 + 0.04 * age + 0.35 * edu + 0.03 * hours + 1.8 * married
+        zb = -6.0 + 0.03 * age + 0.25 * edu + 0.02 * hours + 1.2 * married + 0.3 * (r[9] == "Male")
+        a.append(1 / (1 + math.exp(-za)))
+        b.append(1 / (1 + math.exp(-zb)))
+    return a, b
+
+
+def _examples() -> list[bytes]:
+    import tensorflow as tf
+
+    lines = [ln for ln in (RAW_DIR / "adult.data").read_text().splitlines() if ln.strip()]
+    rows = [[c.strip() for c in ln.split(",")] for ln in lines[:ROWS]]
+    a, b = _scores(rows)
+    out = []
+    for r, sa, sb in zip(rows, a, b, strict=True):
+        f = {"__label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(r[14] == ">50K")])),
+             "__dataset": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"eval"])),
+             "sex": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[9].encode()])),
+             "race": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[8].encode()])),
+             "score_a": tf.train.Feature(float_list=tf.train.FloatList(value=[sa])),
+             "score_b": tf.train.Feature(float_list=tf.train.FloatList(value=[sb]))}
+        out.append(tf.train.Example(features=tf.train.Features(feature=f)).SerializeToString())
+    return out
+
+
+def _config(metrics):
+    from google.protobuf.wrappers_pb2 import BoolValue
+    from tensorflow_model_analysis.proto import config_pb2
+
+    specs = [config_pb2.ModelSpec(name=eval_tfma.CANDIDATE, label_key=eval_tfma.LABEL_KEY,
+                                  prediction_key="score_a"),
+             config_pb2.ModelSpec(name=eval_tfma.BASELINE, label_key=eval_tfma.LABEL_KEY,
+                                  prediction_key="score_b", is_baseline=True)]
+    return config_pb2.EvalConfig(
+        model_specs=specs,
+        slicing_specs=[config_pb2.SlicingSpec(feature_keys=[eval_tfma.DATASET_KEY, *s])
+                       for s in SLICES],
+        metrics_specs=[config_pb2.MetricsSpec(
+            metrics=metrics, model_names=[eval_tfma.CANDIDATE, eval_tfma.BASELINE])],
+        options=config_pb2.Options(include_default_metrics=BoolValue(value=False)))
+
+
+@pytest.fixture(scope="module")
+def outputs(adult_cfg, tmp_path_factory):
+    """(stock output dir, fused output dir): both TFMA runs in one Beam pipeline."""
+    import apache_beam as beam
+    import tensorflow_model_analysis as tfma
+    from tfx_bsl.tfxio import tf_example_record
+
+    tmp = tmp_path_factory.mktemp("fused")
+    data = tmp / "data.tfrecord"
+    import tensorflow as tf
+
+    with tf.io.TFRecordWriter(str(data)) as w:
+        for ex in _examples():
+            w.write(ex)
+    fused_metrics = list(eval_tfma.eval_config(adult_cfg, with_baseline=True)
+                         .metrics_specs[0].metrics)
+    assert [m.class_name for m in fused_metrics] == ["BinaryStats"]
+    runs = {"stock": eval_tfma.stock_binary_metrics(adult_cfg.evaluation.decision_threshold),
+            "fused": fused_metrics}
+    with beam.Pipeline() as p:
+        examples = p | tf_example_record.TFExampleRecord(
+            file_pattern=str(data), raw_record_column_name=tfma.ARROW_INPUT_COLUMN).BeamSource()
+        for name, metrics in runs.items():
+            _ = examples | f"TFMA[{name}]" >> tfma.ExtractEvaluateAndWriteResults(
+                eval_config=_config(metrics), output_path=str(tmp / name))
+    return tmp / "stock", tmp / "fused"
+
+
+def _close(a, b, tol):
+    if a is None or b is None:
+        return a is None and b is None
+    return abs(a - b) <= tol
+
+
+EXACT = ("example_count", "accuracy", "precision", "recall", "f1", "fpr", "fnr", "positive_rate")
+FLOAT = ("mean_label", "mean_prediction", "calibration", "log_loss")
+
+
+def test_fused_rows_equal_tfma_stock_metrics(adult_cfg, outputs):
+    stock_dir, fused_dir = outputs
+    stock = eval_tfma.load_rows(adult_cfg, stock_dir)
+    fused = eval_tfma.load_rows(adult_cfg, fused_dir)
+    assert [r["name"] for r in fused] == [r["name"] for r in stock]
+    assert len(stock) > 5  # overall + both sexes + the races
+    worst_auc = 0.0
+    for s, f in zip(stock, fused, strict=True):
+        for model in (eval_tfma.CANDIDATE, eval_tfma.BASELINE):
+            sm, fm = s[model], f[model]
+            assert set(fm) == set(sm) == set(eval_tfma.METRICS["binary"])
+            assert sm["example_count"] == fm["example_count"]
+            for m in EXACT:  # the same counts at the decision threshold
+                assert _close(sm[m], fm[m], 1e-12), (s["name"], model, m, sm[m], fm[m])
+            for m in FLOAT:
+                assert _close(sm[m], fm[m], 1e-6 * max(1.0, abs(sm[m] or 0))), \
+                    (s["name"], model, m, sm[m], fm[m])
+            for m in ("auc", "auc_pr"):  # the 10,000-bucket histogram's precision
+                assert _close(sm[m], fm[m], 2e-3), (s["name"], model, m, sm[m], fm[m])
+                if sm[m] is not None:
+                    worst_auc = max(worst_auc, abs(sm[m] - fm[m]))
+            assert s["undefined"].get(model) == f["undefined"].get(model)
+    overall = next(r for r in fused if not r["slice"])
+    assert 0.6 < overall[eval_tfma.CANDIDATE]["auc"] < 0.95  # a real, non-trivial score
+    print(f"largest |AUC or AUC-PR difference| fused vs stock: {worst_auc:.2e}")
+    assert worst_auc < 2e-3
+
+
+def test_fused_curves_equal_tfma_stock_plots(adult_cfg, outputs):
+    stock_dir, fused_dir = outputs
+    thr = adult_cfg.evaluation.decision_threshold
+    stock = eval_tfma.load_curves(adult_cfg, stock_dir)
+    fused = eval_tfma.load_curves(adult_cfg, fused_dir)
+    assert set(stock) == set(fused) == {"eval"}
+    for model in (eval_tfma.CANDIDATE, eval_tfma.BASELINE):
+        s, f = stock["eval"][model], fused["eval"][model]
+        assert set(f) == set(s) == {"roc", "calibration", "confusion_matrices"}
+        # Calibration buckets: the same 10 score ranges, the same counts and means.
+        assert [b["count"] for b in f["calibration"]] == [b["count"] for b in s["calibration"]]
+        for bs, bf in zip(s["calibration"], f["calibration"], strict=True):
+            assert (bf["low"], bf["high"]) == pytest.approx((bs["low"], bs["high"]), abs=1e-12)
+            assert bf["mean_label"] == pytest.approx(bs["mean_label"], abs=1e-9)
+            assert bf["mean_prediction"] == pytest.approx(bs["mean_prediction"], abs=1e-6)
+        # ROC: the same curve (area within the histogram's precision), from (1, 1) to (0, 0).
+        def area(roc):
+            pts = np.array(sorted(roc))
+            return float(np.trapezoid(pts[:, 1], pts[:, 0]))
+        assert f["roc"][0] == [1.0, 1.0] and f["roc"][-1] == [0.0, 0.0]
+        assert area(f["roc"]) == pytest.approx(area(s["roc"]), abs=5e-3)
+        # Confusion matrices near the report's thresholds: within the rows of one plot step.
+        n = sum(f["confusion_matrices"][0][k] for k in ("tp", "fp", "tn", "fn"))
+        assert n == ROWS
+        for ms, mf in zip(s["confusion_matrices"], f["confusion_matrices"], strict=True):
+            assert mf["threshold"] == pytest.approx(ms["threshold"], abs=2e-3)
+            for k in ("tp", "fp", "tn", "fn"):
+                assert abs(mf[k] - ms[k]) <= 0.01 * ROWS, (model, ms, mf)
+        at = next(m for m in f["confusion_matrices"] if m["threshold"] == pytest.approx(thr))
+        assert at["tp"] + at["fn"] == pytest.approx(
+            next(r for r in eval_tfma.load_rows(adult_cfg, fused_dir) if not r["slice"])
+            [model]["mean_label"] * ROWS)
