@@ -84,6 +84,6 @@ def test_pipelines_run_exit_codes(dags_test_run):
                     "--window", "1"], env, check=False)
     assert rejected.returncode == 4, rejected.stderr[-2000:]
     progress = [line.split()[1:3] for line in rejected.stderr.splitlines()
-                if line[:9].count(":") == 2 and line[9:11] == "  "]  # "HH:MM:SS  task  state"
+                if line[:8].count(":") == 2 and line[8:10] == "  "]  # "HH:MM:SS  task  state"
     assert ["ingest", "success"] in progress and ["validate", "started"] in progress, progress
     assert ["validate", "success"] not in progress and ["transform", "started"] not in progress
