@@ -16,46 +16,23 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
-import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, AssetOrTimeSchedule, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
+# dag_support.py sits beside this file: importable under any DAGs folder, in `airflow dags test`
+# and in a DagBag pointed here (Airflow itself only puts its configured DAGs folder on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dag_support import build_all, notify_failure, notify_target, run_context  # noqa: E402
+
+from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import PipelineError
 
 log = logging.getLogger("pipelines.dag.monitor")
-CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs")
-NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # as dags/retrain.py
-TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill",
-                "asset_triggered": "asset"}
-
-# The task helpers below mirror dags/retrain.py's: importing that DAG file here would register its
-# DAGs a second time (Airflow reports them as duplicated); a shared helper module is the next step.
-
-
-def run_context():
-    """The lineage context of the running task, from the Airflow task context."""
-    from pipelines.context import RunContext
-
-    c = get_current_context()
-    dag_run, ti = c["dag_run"], c["ti"]
-    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
-    return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
-                      try_number=ti.try_number, triggered_by=TRIGGERED_BY.get(run_type, run_type),
-                      params=dict(c["params"]))
-
-
-def notify_failure(context) -> None:
-    """on_failure_callback: the reason reaches the log and the notifier."""
-    from pipelines import notify
-
-    ti, exc = context["ti"], context.get("exception")
-    first = (str(exc).strip().splitlines() or [""])[0] if exc else "see the task log"
-    notify.notify(f"{ti.dag_id}.{ti.task_id} failed (run {ti.run_id}, try {ti.try_number}): "
-                  f"{type(exc).__name__ if exc else 'error'}: {first}", _target())
 
 
 def snapshot_asset(name: str) -> Asset:
@@ -79,22 +56,6 @@ def _span() -> str:
                 return span
     dag_run = c["dag_run"]
     return (dag_run.logical_date or dag_run.run_after).date().isoformat()
-
-
-def _target() -> dict | None:
-    conn_id = os.environ.get(NOTIFY_CONN_ENV)
-    if not conn_id:
-        return None
-    try:
-        from airflow.sdk import BaseHook
-
-        conn = BaseHook.get_connection(conn_id)
-        return {"conn_type": conn.conn_type, "host": conn.host, "port": conn.port,
-                "login": conn.login, "password": conn.password, "schema": conn.schema,
-                "extra": conn.extra_dejson}
-    except Exception as exc:  # noqa: BLE001 - the alarm is logged anyway
-        log.warning("notifier connection %r unusable: %s", conn_id, exc)
-        return None
 
 
 def build_dag(config_path: Path):
@@ -158,7 +119,7 @@ def build_dag(config_path: Path):
                 raise AirflowSkipException(f"span {monitored['span']}: no alarm")
             message = (f"monitor_{name}: ALARM on span {monitored['span']} (production version "
                        f"{monitored['production_version']}): " + "; ".join(monitored["alarms"]))
-            notified = notify.notify(message, _target())
+            notified = notify.notify(message, notify_target())
             extra = {"span": monitored["span"], "reasons": monitored["alarms"],
                      "production_version": monitored["production_version"],
                      "monitoring_uri": monitored["monitoring_uri"]}
@@ -174,18 +135,5 @@ def build_dag(config_path: Path):
     return monitor()
 
 
-def build_all(config_dir: Path = CONFIG_DIR) -> dict:
-    """One DAG per valid ``*.yaml`` in ``config_dir`` (broken ones: dags/config_errors.py)."""
-    dags = {}
-    for path in sorted(config_dir.glob("*.yaml")):
-        try:
-            built = build_dag(path)
-        except ConfigError as exc:
-            log.error("skipping %s: %s", path.name, exc)
-            continue
-        dags[built.dag_id] = built
-    return dags
-
-
-for _dag_id, _dag in build_all().items():
+for _dag_id, _dag in build_all(build_dag).items():
     globals()[_dag_id] = _dag

@@ -27,15 +27,21 @@ import datetime as dt
 import json
 import logging
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Asset, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
-from pipelines import flow
-from pipelines.config import REPO_ROOT, ConfigError, PipelineConfig, load_config
-from pipelines.context import RunContext
+# dag_support.py sits beside this file: importable under any DAGs folder, in `airflow dags test`
+# and in a DagBag pointed here (Airflow itself only puts its configured DAGs folder on sys.path).
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from dag_support import build_all, notify_failure, run_context  # noqa: E402
+
+from pipelines import flow  # noqa: E402
+from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import NotPromoted, PipelineError
 from pipelines.params import param_schemas
 from pipelines.results import (
@@ -50,81 +56,17 @@ from pipelines.results import (
 
 log = logging.getLogger("pipelines.dag")
 
-CONFIG_DIR = Path(os.environ.get("PIPELINES_CONFIG_DIR") or REPO_ROOT / "configs")
-NOTIFY_CONN_ENV = "PIPELINES_NOTIFY_CONN_ID"  # Airflow connection id of a webhook or SMTP server
-TRIGGERED_BY = {"scheduled": "schedule", "manual": "manual", "backfill": "backfill"}
 RETRY_FAST: dict[str, Any] = {"retries": 1, "retry_delay": dt.timedelta(seconds=20)}
 # issue 13: the Celery stack routes the heavy tasks (transform, train, evaluate) to the workers of
 # this queue (scripts/stack.sh, docker/compose.yaml); unset: Airflow's default queue.
 HEAVY: dict[str, Any] = {"queue": q} if (q := os.environ.get("PIPELINES_HEAVY_QUEUE")) else {}
 RETRY_BACKOFF: dict[str, Any] = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
                  "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
-ALERT_MAX_CHARS = 4000  # a whole list of reasons, not a whole log
 REFUSAL_KEY = "refusal"  # XCom of promote when a blessed model is refused
 
 
 class PromotionRefused(AirflowFailException):
     """The run's model was blessed but refused at promote: the run fails with the reasons."""
-
-
-def _reasons(exc: BaseException | None) -> str:
-    """Every line of the error (the reasons of a refusal or rejection), at most ALERT_MAX_CHARS."""
-    if exc is None:
-        return "unknown error (see the task log above)"
-    cause = exc.__cause__ if isinstance(exc, AirflowFailException) and exc.__cause__ else exc
-    text = str(exc).strip()
-    message = f"{type(cause).__name__}: {text}" if text else type(cause).__name__
-    if len(message) > ALERT_MAX_CHARS:
-        cut = f"… [{len(message)} characters; the rest is in the task log]"
-        message = message[:ALERT_MAX_CHARS - len(cut)] + cut
-    return message
-
-
-def notify_failure(context) -> None:
-    """on_failure_callback: the log says why, and the same full reasons reach the notifier."""
-    from pipelines import notify
-
-    ti = context["ti"]
-    message = (f"{ti.dag_id}.{ti.task_id} failed (run {ti.run_id}, try {ti.try_number}): "
-               f"{_reasons(context.get('exception'))}")
-    target = None
-    if conn_id := os.environ.get(NOTIFY_CONN_ENV):
-        try:
-            from airflow.sdk import BaseHook
-
-            conn = BaseHook.get_connection(conn_id)
-            target = {"conn_type": conn.conn_type, "host": conn.host, "port": conn.port,
-                      "login": conn.login, "password": conn.password, "schema": conn.schema,
-                      "extra": conn.extra_dejson}
-        except Exception as exc:  # noqa: BLE001 - still log the failure itself
-            log.warning("notifier connection %r unusable: %s", conn_id, exc)
-    notify.notify(message, target)
-
-
-def run_context() -> RunContext:
-    """The lineage context of the running task, from the Airflow task context."""
-    c = get_current_context()
-    dag_run, ti = c["dag_run"], c["ti"]
-    run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
-    return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
-                      try_number=ti.try_number, triggered_by=TRIGGERED_BY.get(run_type, run_type),
-                      params=dict(c["params"]), **_openlineage_parents(ti))
-
-
-def _openlineage_parents(ti) -> dict:
-    """The OpenLineage provider's ids of this task run and its DAG run, so our step events and the
-    provider's task events share parents (the provider derives them the same way for its own)."""
-    try:
-        from airflow.providers.openlineage.plugins.macros import (
-            lineage_parent_id,
-            lineage_root_parent_id,
-        )
-
-        return {"openlineage_parent_id": lineage_parent_id(ti),
-                "openlineage_root_parent_id": lineage_root_parent_id(ti)}
-    except Exception as exc:  # noqa: BLE001 - lineage ids must never fail a task
-        log.warning("OpenLineage parent ids unavailable (%s): events carry no parent", exc)
-        return {}
 
 
 def _logical_day() -> dt.date:
@@ -257,22 +199,5 @@ def build_dag(config_path: Path):
     return retrain()
 
 
-def build_all(config_dir: Path = CONFIG_DIR) -> dict:
-    """One DAG per valid ``*.yaml`` in ``config_dir``.
-
-    A config that does not load is skipped here, so it never hides the DAGs of the others; it shows
-    in Airflow as the import error of ``dags/config_errors.py``, which names the file and the field.
-    """
-    dags = {}
-    for path in sorted(config_dir.glob("*.yaml")):
-        try:
-            built = build_dag(path)
-        except ConfigError as exc:
-            log.error("skipping %s: %s", path.name, exc)
-            continue
-        dags[built.dag_id] = built
-    return dags
-
-
-for _dag_id, _dag in build_all().items():
+for _dag_id, _dag in build_all(build_dag).items():
     globals()[_dag_id] = _dag
