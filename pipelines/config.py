@@ -166,6 +166,11 @@ class Label(_Strict):
         return self
 
     @property
+    def class_list(self) -> list[ClassValue]:
+        """The classes (empty for regression)."""
+        return list(self.classes or [])
+
+    @property
     def negative_class(self) -> ClassValue | None:
         if self.task != "binary" or not self.classes:
             return None

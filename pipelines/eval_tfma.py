@@ -33,7 +33,7 @@ import bisect
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from pipelines.config import PipelineConfig
 
@@ -127,7 +127,7 @@ def _column(batch, name: str, nullable: bool, dataset: str):
         raise ValueError(f"{dataset}: the examples have no column {name!r} (columns: "
                          f"{sorted(batch.schema.names)}); the evaluation needs it")
     cells = batch.column(i).to_pylist()
-    out = []
+    out: list[Any] = []
     for cell in cells:
         if not cell:
             if not nullable:
@@ -160,7 +160,7 @@ def encode_labels(cfg: PipelineConfig, values: list) -> list:
     if ltype == "int":
         decoded = [v if isinstance(v, int) and not isinstance(v, bool) else _int_or_str(v)
                    for v in decoded]
-    index = {c: i for i, c in enumerate(label.classes)}
+    index = {c: i for i, c in enumerate(label.class_list)}
     bad = sorted({repr(v) for v in decoded if v not in index or isinstance(v, bool)})
     if bad:
         raise ValueError(f"label column {label.column!r} ({ltype}): value(s) {', '.join(bad[:10])} "
@@ -221,7 +221,7 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
                    config_pb2.MetricConfig(class_name="MulticlassStats",
                                            module=CUSTOM_METRICS_MODULE,
                                            config=json.dumps({"num_classes":
-                                                              len(cfg.label.classes)}))]
+                                                              len(cfg.label.class_list)}))]
     else:
         metrics = [config_pb2.MetricConfig(class_name="ExampleCount"),
                    config_pb2.MetricConfig(class_name="RegressionStats",
@@ -327,7 +327,7 @@ def slice_name(features: dict[str, str]) -> str:
     return ", ".join(f"{k}={v}" for k, v in features.items()) or "overall"
 
 
-def _finite(v) -> bool:
+def _finite(v: Any) -> TypeGuard[float]:
     return v is not None and not (isinstance(v, float) and math.isnan(v))
 
 
@@ -437,7 +437,7 @@ def derive(cfg: PipelineConfig, raw: dict[str, Any]) -> tuple[dict[str, Any], di
     if cfg.task == "binary":
         return _derive_binary(raw)
     if cfg.task == "multiclass":
-        return _derive_multiclass(raw, list(cfg.label.classes))
+        return _derive_multiclass(raw, cfg.label.class_list)
     return _derive_regression(raw)
 
 
@@ -542,7 +542,7 @@ def load_curves(cfg: PipelineConfig, output_path: Path) -> dict[str, Any]:
             if cfg.task == "multiclass":
                 cm = raw.get(f"{MULTICLASS}_confusion")
                 if cm is not None:
-                    out["confusion_matrix"] = {"classes": [str(c) for c in cfg.label.classes],
+                    out["confusion_matrix"] = {"classes": [str(c) for c in cfg.label.class_list],
                                                "matrix": cm.tolist()}
             else:
                 out.update(_regression_curves(raw))
@@ -575,7 +575,7 @@ def _binary_curves(output_path: Path, decision_threshold: float) -> dict[str, An
                     {"threshold": round(m.threshold, 4), "tp": m.true_positives,
                      "fp": m.false_positives, "tn": m.true_negatives, "fn": m.false_negatives}
                     for t in wanted
-                    for m in [min(mats, key=lambda m, t=t: abs(m.threshold - t))]
+                    for m in [min(mats, key=lambda m, t=t: abs(m.threshold - t))]  # type: ignore[misc]
                 ] if mats else []
             if v.HasField("calibration_histogram_buckets"):
                 out["calibration"] = [
