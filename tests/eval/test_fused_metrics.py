@@ -171,3 +171,24 @@ def test_fused_curves_equal_tfma_stock_plots(adult_cfg, outputs):
         assert at["tp"] + at["fn"] == pytest.approx(
             next(r for r in eval_tfma.load_rows(adult_cfg, fused_dir) if not r["slice"])
             [model]["mean_label"] * ROWS)
+
+
+def test_fused_auc_is_exact_to_the_bucket_width_on_small_lopsided_slices():
+    """On slices like `age_bucket=<25` (11 positives in ~1,100 rows) TFMA's stock AUC moved by up to
+    0.011 against the fused one; the fused AUC equals the exact (rank) AUC within one pair."""
+    import numpy as np
+    from sklearn.metrics import roc_auc_score
+
+    from pipelines.tfma_metrics import _auc_roc
+
+    rng = np.random.default_rng(0)
+    buckets = 10_000
+    for _ in range(50):
+        y = np.r_[np.ones(11), np.zeros(1078)]
+        s = np.clip(np.r_[rng.beta(2, 3, 11) * 0.6 + 0.2, rng.beta(1, 8, 1078)], 0, 1 - 1e-9)
+        b = np.minimum((s * buckets).astype(int), buckets - 1)
+        pos = np.bincount(b, weights=y, minlength=buckets)
+        neg = np.bincount(b, minlength=buckets) - pos
+        tp = np.r_[np.cumsum(pos[::-1])[::-1], 0.0]
+        fp = np.r_[np.cumsum(neg[::-1])[::-1], 0.0]
+        assert abs(_auc_roc(tp, fp, tp[0], fp[0]) - roc_auc_score(y, s)) <= 1 / (11 * 1078)
