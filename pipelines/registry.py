@@ -561,6 +561,12 @@ def rollback_step(cfg: PipelineConfig, home: Path, ctx: RunContext, reason: str 
 rollback_step.records_lineage = True  # type: ignore[attr-defined]  # runner passes `execution`
 
 
+def write_serving_config(cfg: PipelineConfig, home: Path) -> Path:
+    """Regenerates TF Serving's model config from the current aliases, under the registry lock."""
+    with locked(cfg, home) as base:
+        return serving_config.write_for(base, read_aliases(cfg, home))
+
+
 def repair(cfg: PipelineConfig, home: Path) -> dict[str, Any]:
     """Rebuilds a missing or damaged aliases.json from the newest history entry.
 

@@ -67,7 +67,7 @@ def test_curves_artifact_and_metrics(trained):
     assert Path(trained["curves_png"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert trained["metrics"]["eval_auc"] > 0.9
     kinds = {o["kind"] for o in trained["outputs"]}
-    assert kinds == {"model", "curves", "curves_plot"}
+    assert kinds == {"Model", "Curves", "CurvesPlot"}  # results.ArtifactKind
     assert trained["inputs"][0]["kind"] == "TransformGraph"
 
 

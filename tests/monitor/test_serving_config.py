@@ -86,7 +86,7 @@ def test_regenerated_by_hand_and_written_atomically(adult_cfg, tmp_path, model_d
     registry.push(adult_cfg, home, CTX, model_dir, None, {})
     path = serving_config.path(adult_cfg, home)
     path.unlink()
-    assert serving_config.write(adult_cfg, home) == path
+    assert registry.write_serving_config(adult_cfg, home) == path
     assert served(path)[2:] == ([1], {"stable": 1})
     assert not [p for p in path.parent.iterdir() if p.name.endswith(".tmp")]
 
