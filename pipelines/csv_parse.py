@@ -121,6 +121,9 @@ class RowParser:
     row_key: tuple[str, ...]
     salt: str
     max_bytes: int | None = None  # source.max_file_bytes
+    # False: check every row exactly as for ingest but build no tf.Example (the payload is b""):
+    # ingest's first pass, which only needs each valid row's label and hash (see ingest.run_beam).
+    build_examples: bool = True
 
     @classmethod
     def from_config(cls, cfg: PipelineConfig) -> RowParser:
@@ -170,7 +173,9 @@ class RowParser:
         feature out; a string column that is not nullable keeps the text as it is (a category of
         its own, as Adult's ``?``); a numeric column that is not nullable cannot hold it.
         """
-        import tensorflow as tf
+        build = self.build_examples
+        if build:
+            import tensorflow as tf
 
         feature = {}
         for name, typ in self.columns:
@@ -183,19 +188,30 @@ class RowParser:
                                   "is not nullable (set `nullable: true` on it in the config if "
                                   "missing values are expected)")
             if typ == "string":
-                feature[name] = tf.train.Feature(bytes_list=tf.train.BytesList(value=[raw.encode()]))
+                if build:
+                    feature[name] = tf.train.Feature(
+                        bytes_list=tf.train.BytesList(value=[raw.encode()]))
                 continue
             try:
                 if typ == "int":
                     number = int(raw)
-                    feature[name] = tf.train.Feature(int64_list=tf.train.Int64List(value=[number]))
+                    if build:
+                        feature[name] = tf.train.Feature(
+                            int64_list=tf.train.Int64List(value=[number]))
+                    elif not -2**63 <= number < 2**63:  # Int64List refuses it so
+                        raise ValueError(number)
                 else:
-                    feature[name] = tf.train.Feature(float_list=tf.train.FloatList(value=[float(raw)]))
+                    real = float(raw)
+                    if build:
+                        feature[name] = tf.train.Feature(
+                            float_list=tf.train.FloatList(value=[real]))
             except ValueError:
                 kind = "an integer" if typ == "int" else "a number"
                 return None, f"column {name}: {raw!r} is not {kind}"
             except OverflowError:
                 return None, f"column {name}: {raw!r} does not fit in 64 bits"
+        if not build:
+            return b"", None
         example = tf.train.Example(features=tf.train.Features(feature=feature))
         return example.SerializeToString(), None
 

@@ -28,9 +28,9 @@ from pipelines.beam_options import pipeline_options
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext, code_version, utcnow
 from pipelines.errors import PipelineError
-from pipelines.hashing import sha256_json, sha256_tree
+from pipelines.hashing import StatCache, sha256_json, sha256_tree
 from pipelines.results import ArtifactKind, artifact
-from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, snapshots_root
+from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, hash_cache_file, snapshots_root
 from pipelines.store import publish, read_json, resolve_landing, revision, write_json_atomic
 
 log = logging.getLogger(__name__)
@@ -130,13 +130,30 @@ def check_landing_files(cfg: PipelineConfig, landing: Path, files: list[str]) ->
     return out
 
 
-def describe_files(files: list[str], max_bytes: int | None = None) -> list[dict[str, Any]]:
+def describe_files(files: list[str], max_bytes: int | None = None,
+                   cache: StatCache | None = None, use_cache: bool = True) -> list[dict[str, Any]]:
     """Size, time and sha256 of each file as it is now: what decides the snapshot id before the
     files are parsed (to find an existing snapshot of the same bytes). What provenance records is
     what the parser read (:func:`parsed_files`), and ingest refuses a file whose bytes changed in
-    between."""
+    between.
+
+    With ``cache`` a file whose stat is unchanged since it was hashed is not read again
+    (:class:`~pipelines.hashing.StatCache`, its known limit included); ``use_cache=False`` reads
+    every file and only refreshes the cache."""
     out = []
     for f in files:
+        if cache is not None and use_cache:
+            try:
+                st = os.stat(f)
+            except OSError as exc:
+                raise PipelineError(f"{f}: cannot be read ({exc.strerror})") from None
+            known = cache.lookup(f, st)
+            if known is not None and stat.S_ISREG(st.st_mode):
+                cache.hits += 1
+                out.append({"uri": os.path.abspath(f), "size": st.st_size,
+                            "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(),
+                            "sha256": known})
+                continue
         try:
             raw = csv_parse.open_regular(f)
         except csv_parse.NotRegular as exc:
@@ -144,11 +161,15 @@ def describe_files(files: list[str], max_bytes: int | None = None) -> list[dict[
         stream = csv_parse.HashingStream(raw, max_bytes)
         try:
             with raw:
+                before = os.fstat(raw.fileno())
                 stream.drain()
                 st = os.fstat(raw.fileno())
         except csv_parse.TooLarge:
             raise PipelineError(f"{f}: grew over source.max_file_bytes ({max_bytes:,}) while it "
                                 "was hashed; refused") from None
+        if cache is not None:
+            cache.misses += 1
+            cache.record(f, before, st, stream.sha.hexdigest())
         out.append({"uri": os.path.abspath(f), "size": stream.size,
                     "mtime": dt.datetime.fromtimestamp(st.st_mtime, dt.UTC).isoformat(),
                     "sha256": stream.sha.hexdigest()})
@@ -158,17 +179,24 @@ def describe_files(files: list[str], max_bytes: int | None = None) -> list[dict[
 def parsed_files(out: Path, described: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The files as the parser read them (size and sha256 of exactly the bytes parsed), checked
     against what decided the snapshot id; a file that changed in between is refused by name."""
-    path = out / ".files.jsonl"
-    parsed = {}
-    if path.is_file():
-        for line in path.read_text().splitlines():
-            doc = json.loads(line)
-            parsed[doc["uri"]] = doc
+    def read(name: str) -> dict[str, dict] | None:
+        path = out / name
+        if not path.is_file():
+            return None
+        docs = {doc["uri"]: doc for doc in map(json.loads, path.read_text().splitlines())}
         path.unlink()
+        return docs
+
+    parsed = read(".files.jsonl") or {}
+    scanned = read(".scanned.jsonl")  # the split plan's first pass (run_beam); golden has none
     problems, files = [], []
     for f in described:
         got = parsed.get(f["uri"])
-        if got is None:
+        first = None if scanned is None else scanned.get(f["uri"], {"size": -1, "sha256": ""})
+        if first is not None and (first["size"], first["sha256"]) != (f["size"], f["sha256"]):
+            problems.append(f"{f['uri']}: changed while it was ingested (its bytes differ between "
+                            "the split plan's pass and the listing)")
+        elif got is None:
             problems.append(f"{f['uri']}: not read to its end (see malformed.jsonl: it was "
                             "replaced by something that is not a regular file, or grew over "
                             "source.max_file_bytes, while it was ingested)")
@@ -200,43 +228,91 @@ def snapshot_identity(cfg: PipelineConfig, spans: list[str], files: list[dict], 
     })
 
 
-def _sorted_values_fn(pick):
-    """A CombineFn that collects floats, sorts them and returns ``pick(sorted_list)``."""
+class SplitPlan:
+    """The logic of a Beam CombineFn (:func:`split_plan`) over ``(label, row hash)`` of every valid row: the split plan.
+
+    Its output is ``{"edges": [...] or None, "cutoffs": {stratum: hash}}``: for regression the
+    inner edges dividing the sorted targets into ``quantiles`` groups (``None`` for
+    classification), and per stratum the hash at or below which a row goes to eval (-1: none do),
+    the ``round(eval_fraction * n)``-th lowest hash of the stratum's ``n`` rows.
+
+    The accumulator keeps 8 bytes per row (the hash; regression adds the target) in flat arrays,
+    not the rows: ingest's memory no longer grows with the row payloads (issue 11 item 5). At 5M
+    rows that is 40 MB (80 MB for regression), sorted once at the end.
+    """
+
+    def __init__(self, fraction: float, quantiles: int | None):
+        self.fraction, self.quantiles = fraction, quantiles
+
+    def create_accumulator(self) -> dict[str, Any]:
+        from array import array
+
+        return {"targets": array("d"), "hashes": array("d")} if self.quantiles else {}
+
+    def add_input(self, acc: dict[str, Any], item: tuple[str | float, float]) -> dict[str, Any]:
+        from array import array
+
+        label, row_hash = item
+        if self.quantiles:
+            acc["targets"].append(float(label))
+            acc["hashes"].append(row_hash)
+        else:
+            key = str(label)
+            if key not in acc:
+                acc[key] = array("d")
+            acc[key].append(row_hash)
+        return acc
+
+    def merge_accumulators(self, accs) -> dict[str, Any]:
+        out = self.create_accumulator()
+        for acc in accs:
+            for key, values in acc.items():
+                if key in out:
+                    out[key].extend(values)
+                else:
+                    out[key] = values
+        return out
+
+    def extract_output(self, acc: dict[str, Any]) -> dict[str, Any]:
+        import numpy as np
+
+        if not self.quantiles:
+            return {"edges": None,
+                    "cutoffs": {str(k): eval_cutoff(np.frombuffer(v), self.fraction)
+                                for k, v in acc.items()}}
+        targets = np.frombuffer(acc["targets"]) if len(acc["targets"]) else np.zeros(0)
+        hashes = np.frombuffer(acc["hashes"]) if len(acc["hashes"]) else np.zeros(0)
+        edges = quantile_edges(np.sort(targets), self.quantiles)
+        strata = np.searchsorted(np.asarray(edges, dtype=float), targets, side="right")
+        return {"edges": edges,
+                "cutoffs": {f"q{q:02d}": eval_cutoff(hashes[strata == q], self.fraction)
+                            for q in np.unique(strata).tolist()}}
+
+
+def split_plan(fraction: float, quantiles: int | None):
+    """:class:`SplitPlan` as a Beam CombineFn (Beam is imported only when ingest runs)."""
     import apache_beam as beam
 
-    class SortedPick(beam.CombineFn):
-        def create_accumulator(self):
-            return []
+    class SplitPlanFn(SplitPlan, beam.CombineFn):
+        pass
 
-        def add_input(self, acc, value):
-            acc.append(value)
-            return acc
-
-        def merge_accumulators(self, accs):
-            return [v for acc in accs for v in acc]
-
-        def extract_output(self, acc):
-            acc.sort()
-            return pick(acc)
-
-    return SortedPick()
+    return SplitPlanFn(fraction, quantiles)
 
 
-def eval_cutoff(fraction: float):
-    """The hash at or below which a stratum's rows go to eval (-1: none do)."""
-    def pick(hashes: list[float]) -> float:
-        k = round(fraction * len(hashes))
-        return hashes[k - 1] if k else -1.0
-    return pick
+def eval_cutoff(hashes, fraction: float) -> float:
+    """The hash at or below which a stratum's rows go to eval (-1: none do): the
+    ``round(fraction * n)``-th lowest of the stratum's ``n`` row hashes."""
+    import numpy as np
+
+    k = round(fraction * len(hashes))
+    return float(np.partition(hashes, k - 1)[k - 1]) if k else -1.0
 
 
-def quantile_edges(quantiles: int):
+def quantile_edges(values, quantiles: int) -> list[float]:
     """Inner edges dividing sorted targets into ``quantiles`` groups of about equal size."""
-    def pick(values: list[float]) -> list[float]:
-        if not values:
-            return []
-        return sorted({values[len(values) * i // quantiles] for i in range(1, quantiles)})
-    return pick
+    if not len(values):
+        return []
+    return sorted({float(values[len(values) * i // quantiles]) for i in range(1, quantiles)})
 
 
 def stratum(label: str | float, edges: list[float] | None) -> str:
@@ -244,6 +320,18 @@ def stratum(label: str | float, edges: list[float] | None) -> str:
     if edges is None:
         return str(label)
     return f"q{bisect.bisect_right(edges, float(label)):02d}"
+
+
+def assign_split(parser: csv_parse.RowParser, uri: str, plan: dict[str, Any]):
+    """Every record of one file, its rows routed to train or eval by ``plan`` (:class:`SplitPlan`):
+    ``(split, uri, stratum, payload, hash)``; malformed and file records pass through."""
+    edges, cutoffs = plan["edges"], plan["cutoffs"]
+    for rec in parser.parse_file(uri):
+        if rec[0] != csv_parse.ROW:
+            yield rec
+            continue
+        key = stratum(rec[2], edges)
+        yield ("eval" if rec[4] <= cutoffs.get(key, -1.0) else "train", rec[1], key, *rec[3:])
 
 
 def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> None:
@@ -254,37 +342,48 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
     splits keep the label mix of the whole. The assignment is a pure function of the rows and the
     salt (the same on any runner and any run); adding rows only moves the few rows whose hash sits
     right at a cutoff.
+
+    Memory does not hold the rows: the files are read twice. A first pass checks every row as the
+    parser does but builds no tf.Example, and keeps only each valid row's label and hash
+    (:func:`split_plan`, 8 bytes a row); the second pass parses, routes (:func:`assign_split`, the
+    plan as a side input) and writes in the same fused stage, so the rows stream from file to
+    TFRecord. Both passes hash the bytes they read; :func:`parsed_files` refuses a file that
+    changed between them.
     """
+    import dataclasses
+
     import apache_beam as beam
 
     parser = csv_parse.RowParser.from_config(cfg)
     splits = [GOLDEN_SPLIT] if golden else list(SPLITS)
-    regression = cfg.task == "regression"
+    kinds = (csv_parse.ROW, csv_parse.MALFORMED, csv_parse.FILE)
+    by_kind = lambda rec, n: kinds.index(rec[0])  # noqa: E731
     with beam.Pipeline(options=pipeline_options(cfg, step="ingest")) as p:
-        parsed = (p | "Files" >> beam.Create(files)
-                    | "Parse" >> beam.FlatMap(parser.parse_file))
-        kinds = (csv_parse.ROW, csv_parse.MALFORMED, csv_parse.FILE)
-        rows, bad, read = parsed | "Kind" >> beam.Partition(
-            lambda rec, n: kinds.index(rec[0]), len(kinds))  # type: ignore[arg-type]
-        if regression:
-            edges = beam.pvalue.AsSingleton(
-                rows | "Targets" >> beam.Map(lambda rec: float(rec[2]))
-                     | "Quantiles" >> beam.CombineGlobally(
-                         _sorted_values_fn(quantile_edges(cfg.split.quantiles))))
-            keyed = rows | "Stratum" >> beam.Map(
-                lambda rec, e: (*rec[:2], stratum(rec[2], e), *rec[3:]), e=edges)
-        else:
-            keyed = rows
+        files_pc = p | "Files" >> beam.Create(files)
         if golden:
-            routed = keyed | "Golden" >> beam.Map(lambda rec: (GOLDEN_SPLIT, *rec[1:]))
+            parsed = files_pc | "Parse" >> beam.FlatMap(
+                lambda uri: ((GOLDEN_SPLIT, *rec[1:]) if rec[0] == csv_parse.ROW else rec
+                             for rec in parser.parse_file(uri)))
         else:
-            cutoffs = (keyed
-                       | "HashByStratum" >> beam.Map(lambda rec: (rec[2], rec[4]))
-                       | "Cutoff" >> beam.CombinePerKey(
-                           _sorted_values_fn(eval_cutoff(cfg.split.eval_fraction))))
-            routed = keyed | "Assign" >> beam.Map(
-                lambda rec, cut: ("eval" if rec[4] <= cut[rec[2]] else "train", *rec[1:]),
-                cut=beam.pvalue.AsDict(cutoffs))
+            scanner = dataclasses.replace(parser, build_examples=False)
+            scan_rows, _, scanned = (
+                files_pc | "Scan" >> beam.FlatMap(scanner.parse_file)
+                | "ScanKind" >> beam.Partition(by_kind, len(kinds)))  # type: ignore[arg-type]
+            plan = (scan_rows
+                    | "Keys" >> beam.Map(lambda rec: (rec[2], rec[4]))
+                    | "Plan" >> beam.CombineGlobally(split_plan(
+                        cfg.split.eval_fraction,
+                        cfg.split.quantiles if cfg.task == "regression" else None)))
+            (scanned  # the bytes the first pass read, checked like the second's (parsed_files)
+             | "PayloadScan" >> beam.Map(lambda rec: rec[3])
+             | "WriteScan" >> beam.io.WriteToText(str(out / ".scanned"), file_name_suffix=".jsonl",
+                                                  shard_name_template=""))
+            parsed = files_pc | "Parse" >> beam.FlatMap(
+                lambda uri, plan: assign_split(parser, uri, plan),
+                plan=beam.pvalue.AsSingleton(plan))
+        routed, bad, read = parsed | "Kind" >> beam.Partition(
+            lambda rec, n: 2 if rec[0] == csv_parse.FILE else 1 if rec[0] == csv_parse.MALFORMED
+            else 0, 3)  # type: ignore[arg-type]
         by_split = routed | "Route" >> beam.Partition(
             lambda rec, n: splits.index(rec[0]), len(splits))  # type: ignore[arg-type]
         for i, split in enumerate(splits):
@@ -368,7 +467,8 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
     """
     landing = resolve_landing(Path(home), landing)
     spans, files = resolve_files(cfg, landing, span, window, golden)
-    file_info = describe_files(files, cfg.source.max_file_bytes)
+    cache = StatCache(hash_cache_file(cfg, home))
+    file_info = describe_files(files, cfg.source.max_file_bytes, cache, use_cache=not force)
     identity = snapshot_identity(cfg, spans, file_info, golden)
     snapshot_id = identity[:16]
     final = snapshots_root(cfg, home) / snapshot_id
@@ -385,7 +485,13 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
                  ", ".join(spans), snapshot_id)
         with publish(final) as out:
             run_beam(cfg, files, out, golden)
-            file_info = parsed_files(out, file_info)
+            try:
+                file_info = parsed_files(out, file_info)
+            except PipelineError:
+                for f in file_info:  # whatever the listing hashed is not to be trusted again
+                    cache.forget(f["uri"])
+                cache.save()
+                raise
             for split in splits:
                 (out / split).mkdir(exist_ok=True)
             summary = summarise(cfg, out, splits, file_info)
@@ -409,7 +515,10 @@ def ingest(cfg: PipelineConfig, home: Path, ctx: RunContext, span: dt.date | Non
         log.info("snapshot %s: %d rows (%s), %d malformed", snapshot_id, prov["rows"]["total"],
                  ", ".join(f"{k} {v}" for k, v in prov["rows"].items() if k != "total"),
                  prov["malformed_rows"])
-    tree_sha = sha256_tree(final)  # the artifact's hash: every file, provenance.json included
+    # The artifact's hash: every file, provenance.json included (a reused snapshot's unchanged
+    # files come from the cache: its reuse reads no data file).
+    tree_sha = sha256_tree(final, cache)
+    cache.save()
     inputs = [artifact(ArtifactKind.SOURCE_FILE, f["uri"], f["sha256"], f["size"], mtime=f["mtime"],
                        rows=f.get("rows")) for f in prov["files"]]
     outputs = [artifact(ArtifactKind.SNAPSHOT, final, tree_sha, None, content_sha256=prov["content_sha256"], snapshot_id=snapshot_id,

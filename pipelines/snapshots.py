@@ -28,6 +28,12 @@ def snapshots_root(cfg: PipelineConfig, home: Path) -> Path:
     return store.root(home, store.Kind.SNAPSHOT, cfg.name)
 
 
+def hash_cache_file(cfg: PipelineConfig, home: Path) -> Path:
+    """Ingest's sha256 cache of landing files and snapshot files (pipelines.hashing.StatCache):
+    a dot file beside the snapshots, so never taken for an artifact. Deleting it is safe."""
+    return snapshots_root(cfg, home) / ".sha256-cache.json"
+
+
 def validation_dir(snapshot_uri: str | Path) -> Path:
     p = Path(snapshot_uri)
     return p.parent / f"{p.name}.validation"
