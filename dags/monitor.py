@@ -7,9 +7,13 @@ heavy stack (TensorFlow, TFMA, GX) is imported by :mod:`pipelines.monitor` insid
 Scheduled on the ``<name>.snapshot`` Asset that retrain's ingest emits (a new span landed) and on
 ``monitoring.schedule``. Which span: the ``span`` param, else the newest span of the triggering
 snapshot event, else the run's logical date (as retrain). An alarm notifies with its reasons and
-emits the ``<name>.retrain_requested`` Asset event, which retrain_<name> can be scheduled on::
+emits the ``<name>.retrain_requested`` Asset event, which retrain_<name> can be scheduled on.
+Under ``promotion.policy: shadow``, ``shadow_decision`` counts the spans the pending shadow was
+scored on and, at ``promotion.shadow_spans``, promotes it (emitting the ``<name>.production`` Asset
+event) or drops it, alerting either way (pipelines/shadow.py)::
 
-    monitor_span >> [dashboard, alarm]
+    monitor_span >> shadow_decision >> dashboard
+    monitor_span >> alarm
 """
 
 from __future__ import annotations
@@ -20,14 +24,28 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, AssetOrTimeSchedule, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    AssetOrTimeSchedule,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # dag_support.py sits beside this file: importable under any DAGs folder, in `airflow dags test`
 # and in a DagBag pointed here (Airflow itself only puts its configured DAGs folder on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dag_support import build_all, notify_failure, notify_target, run_context  # noqa: E402
+from dag_support import (  # noqa: E402
+    build_all,
+    notify_failure,
+    notify_target,
+    retrain_requested_asset,
+    run_context,
+)
 
 from pipelines.config import PipelineConfig, load_config
 from pipelines.errors import PipelineError
@@ -37,11 +55,6 @@ log = logging.getLogger("pipelines.dag.monitor")
 
 def snapshot_asset(name: str) -> Asset:
     return Asset(name=f"{name}.snapshot", uri=f"x-pipelines://{name}/snapshots")
-
-
-def retrain_requested_asset(name: str) -> Asset:
-    """The Asset whose events ask retrain_<name> to run (schedule it on this Asset)."""
-    return Asset(name=f"{name}.retrain_requested", uri=f"x-pipelines://{name}/retrain_requested")
 
 
 def _span() -> str:
@@ -102,8 +115,30 @@ def build_dag(config_path: Path):
             except PipelineError as exc:
                 raise AirflowFailException(str(exc)) from exc
 
+        production = Asset(name=f"{name}.production",
+                           uri=f"x-pipelines://{name}/registry/production")
+        changes = AssetAlias(name=f"{name}.production_changes")
+
+        @task(outlets=[changes], execution_timeout=dt.timedelta(minutes=10))
+        def shadow_decision(monitored: dict, *, outlet_events=None) -> dict:
+            from pipelines import shadow
+
+            try:
+                decided = shadow.run(cfg_file, run_context(), target=notify_target())
+            except PipelineError as exc:
+                raise AirflowFailException(str(exc)) from exc
+            if decided["decision"] == "promote":  # production changed: the same event as retrain's
+                outlet_events[changes].add(production, extra={
+                    "version": decided["shadow_version"], "from_shadow": True,
+                    "previous_version": decided["production_version"],
+                    "spans": decided["spans_judged"]})
+            log.info("shadow: %s", decided.get("message") or decided.get("why") or
+                     f"{decided['decision']}: {len(decided.get('counted') or [])} of "
+                     f"{decided.get('needed')} spans counted")
+            return decided
+
         @task(execution_timeout=dt.timedelta(minutes=5))
-        def dashboard(monitored: dict) -> dict:
+        def dashboard(monitored: dict, decided: dict | None = None) -> dict:
             from pipelines import monitor_report
 
             path = monitor_report.write(load_config(cfg_file), None)
@@ -129,7 +164,7 @@ def build_dag(config_path: Path):
                     "retrain_requested": cfg.monitoring.retrain_on_alarm}
 
         monitored = monitor_span()
-        dashboard(monitored)
+        dashboard(monitored, shadow_decision(monitored))
         alarm(monitored)
 
     return monitor()

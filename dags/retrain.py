@@ -31,7 +31,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, Param, dag, get_current_context, task
+from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # dag_support.py sits beside this file: importable under any DAGs folder, in `airflow dags test`
@@ -145,7 +145,13 @@ def build_dag(config_path: Path):
                 log.info("not promoted: %s", "; ".join(evaluated.get("reasons") or ["not blessed"]))
             return bool(evaluated.get("blessed"))
 
-        @task(inlets=[model], outlets=[production], execution_timeout=dt.timedelta(minutes=20))
+        # issue 12: under the shadow policy a promote that sets the `shadow` alias changes no
+        # production, so the event goes through an alias and is emitted only when it did
+        changes = AssetAlias(name=f"{name}.production_changes")
+        shadowing = cfg.promotion.policy == "shadow"
+
+        @task(inlets=[model], outlets=[changes] if shadowing else [production],
+              execution_timeout=dt.timedelta(minutes=20))
         def promote(evaluated: Evaluated, *, outlet_events=None) -> Promoted:
             try:
                 res = flow.promote(cfg_file, run_context(), evaluated)
@@ -164,10 +170,16 @@ def build_dag(config_path: Path):
                 raise AirflowSkipException(f"REFUSED: {exc}") from exc
             except PipelineError as exc:
                 raise AirflowFailException(str(exc)) from exc
-            outlet_events[production].extra = {"version": res["version"],
-                                               "registry_uri": res["registry_uri"],
-                                               "model_uri": evaluated["model_uri"],
-                                               "evaluation_uri": evaluated["evaluation_uri"]}
+            extra = {"version": res["version"], "registry_uri": res["registry_uri"],
+                     "model_uri": evaluated["model_uri"],
+                     "evaluation_uri": evaluated["evaluation_uri"]}
+            if not shadowing:
+                outlet_events[production].extra = extra
+            elif res["promoted"]:  # the first model of a shadow pipeline: production changed
+                outlet_events[changes].add(production, extra=extra)
+            else:
+                log.info("shadow: version %s is the shadow candidate; production unchanged",
+                         res["version"])
             return res
 
         @task(trigger_rule="none_failed", execution_timeout=dt.timedelta(minutes=15))

@@ -78,6 +78,15 @@ FAIRNESS_METRICS: dict[str, tuple[str, ...]] = {
     "regression": ("mae", "rmse", "mean_residual"),
 }
 FAIRNESS_GATE = "fairness_max_gap"  # the override name of fairness.max_gap
+# issue 12: the live metrics a shadow candidate is compared on (promotion.shadow_margins), with
+# their direction: True when higher is better. `<metric>` judges the whole span, `slice_<metric>`
+# every slice of at least evaluation.min_slice_size examples (pipelines/shadow.py).
+SHADOW_METRICS: dict[str, dict[str, bool]] = {
+    "binary": {"auc": True, "auc_pr": True, "accuracy": True, "precision": True, "recall": True,
+               "f1": True, "fpr": False, "fnr": False, "log_loss": False},
+    "multiclass": {"accuracy": True, "macro_auc": True, "macro_recall": True, "log_loss": False},
+    "regression": {"mae": False, "rmse": False, "r2": True},
+}
 
 
 def gate_names(task: str) -> tuple[str, ...]:
@@ -556,9 +565,25 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
                             "(set it under evaluation.thresholds or evaluation.fairness)")
         if low > high:
             problems.append(f"evaluation.override_bounds.{name}: low {low} > high {high}")
-    if cfg.promotion.policy != "auto":  # issue 12: refused, never silently promoted at once
+    if cfg.promotion.policy == "approval":  # issue 12: refused, never silently promoted at once
         problems.append(f"promotion.policy: {cfg.promotion.policy!r} is not enforced by the promote "
-                        "step yet (only the monitor step scores a shadow alias): use auto")
+                        "step yet: use auto or shadow")
+    shadow_ok = SHADOW_METRICS[label.task]
+    shadow_keys = [*shadow_ok, *(f"slice_{m}" for m in shadow_ok)]
+    for name, margin in cfg.promotion.shadow_margins.items():  # issue 12
+        if cfg.promotion.policy != "shadow":  # inert under auto/approval; checked when it applies
+            break
+        if name not in shadow_keys:
+            problems.append(f"promotion.shadow_margins.{name}: not a live metric the monitor "
+                            f"compares for task {label.task} (accepted: {', '.join(shadow_keys)}; "
+                            "slice_<metric> judges every slice, <metric> the whole span)")
+        elif not margin >= 0:
+            problems.append(f"promotion.shadow_margins.{name}: {margin} is negative (a margin is "
+                            "how much worse than production the shadow may be)")
+    if cfg.promotion.policy == "shadow" and not cfg.promotion.shadow_margins:
+        problems.append("promotion.shadow_margins: policy shadow needs at least one metric to "
+                        f"compare the shadow with production on, e.g. {{{next(iter(shadow_ok))}: "
+                        "0.005}")
     for name in cfg.monitoring.alarms.live_thresholds or {}:  # issue 12
         if name not in allowed:
             problems.append(f"monitoring.alarms.live_thresholds.{name}: not a threshold of task "

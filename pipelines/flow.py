@@ -134,8 +134,8 @@ def promote(config_path: str | Path, ctx: RunContext, evaluated: Evaluated,
                               evaluation_uri=evaluated["evaluation_uri"])
     out = Promoted(promoted=res["promoted"], version=res["version"],
                    registry_uri=res["registry_uri"], previous_version=res["previous_version"],
-                   reasons=res["reasons"])
-    if not res.get("promoted"):
+                   reasons=res["reasons"], shadow=bool(res.get("shadow")))
+    if not res.get("promoted") and not res.get("shadow"):  # shadow: registered, not production
         raise NotPromoted("model not promoted: " + "; ".join(res.get("reasons") or ["no reason given"]),
                           dict(out))
     return out

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import blessing, drift, registry, snapshots, store
+from pipelines import shadow as shadow_policy
 from pipelines.config import FAIRNESS_GATE, PipelineConfig
 from pipelines.context import RunContext, utcnow
 from pipelines.errors import PipelineError
@@ -79,6 +80,24 @@ def training_snapshots(meta: dict[str, Any]) -> list[str]:
     if evaluation.is_file():
         return [d["uri"] for d in read_json(evaluation)["data"].get("eval", [])]
     return []
+
+
+def trained_spans(uris: list[str]) -> set[str]:
+    """The spans of the snapshots a model was trained on (from their provenance)."""
+    out: set[str] = set()
+    for uri in uris:
+        if (Path(uri) / "provenance.json").is_file():
+            out.update(str(s) for s in snapshots.provenance(uri).get("spans") or [])
+    return out
+
+
+def shadow_exclusion(span: str, prod_uris: list[str], shadow_uris: list[str]) -> str | None:
+    """Why a span cannot judge the shadow: a model trained on it (its score there proves nothing)."""
+    who = [name for name, uris in (("the shadow", shadow_uris), ("production", prod_uris))
+           if span in trained_spans(uris)]
+    if who:
+        return f"{' and '.join(who)} trained on span {span}: not counted for the shadow decision"
+    return None
 
 
 def reference_metrics(meta: dict[str, Any]) -> dict[str, Any]:
@@ -381,7 +400,12 @@ def monitor(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str,
                      tmp / "tfma", reference)
         record["live"] = live.pop("production")
         if shadow_version is not None:
+            shadow_uris = training_snapshots(version_record(cfg, home, shadow_version))
             record["shadow"] = {"version": shadow_version, "uri": str(base / str(shadow_version)),
+                                "since": aliases.get("shadow_since"),
+                                "baseline": aliases.get("shadow_baseline"),
+                                "training_snapshots": shadow_uris,
+                                "excluded": shadow_exclusion(span, train_uris, shadow_uris),
                                 **agreement(cfg, prod_scores, shadow_scores), **live["shadow"]}
         record["checks"] = checks(cfg, record)
         record["alarms"] = alarm_reasons(cfg, record["checks"])
@@ -451,7 +475,10 @@ def _live(cfg: PipelineConfig, files: list[str], prod_dir: Path, shadow_dir: Pat
         shadow_overall: dict[str, Any] = next((r["candidate"] for r in rows if not r["slice"]), {})
         out["shadow"] = {"rows": as_model(rows, eval_tfma.CANDIDATE), "checks": shadow_checks,
                          "no_worse": blessed, "reasons": reasons, "overall": shadow_overall,
-                         "headline": shadow_overall.get(metric)}
+                         "headline": shadow_overall.get(metric),
+                         # the margins of promotion.shadow_margins, per slice (pipelines/shadow.py)
+                         "comparisons": shadow_policy.compare(cfg, rows, eval_tfma.CANDIDATE,
+                                                       eval_tfma.BASELINE)}
     return out
 
 

@@ -5,11 +5,14 @@ One self-contained page (inline SVG, no script, no network) drawn from every mon
 the pipeline (pipelines/monitor.py; the newest record of each span):
 
 1. the answer first: does the newest span raise an alarm, and why;
-2. one row per span: the production (and shadow) version that scored it, its alarms, a link to the
-   audit report of that production version and to the span's monitoring record;
+2. one row per span: the production (and shadow) version that scored it, its alarms, the shadow
+   decision taken on it (promoted or dropped, with reasons), a link to the audit report of that
+   production version and to the span's monitoring record;
+   then the shadow policy's state: the pending shadow and every shadow event of the registry;
 3. every judged metric as a time series over the spans, with its bound (dashed) and the spans on
    which it failed marked in red: input drift, missing and out-of-contract shares per column, the
-   output change, live metrics overall and per slice, live fairness gaps.
+   output change, live metrics overall and per slice, live fairness gaps, and how much worse the
+   shadow is than production per margin metric and slice (bound: the margin).
 
 Every value taken from the data, the config or a record is HTML-escaped.
 """
@@ -23,15 +26,16 @@ import re
 from pathlib import Path
 from typing import Any
 
-from pipelines import store
-from pipelines.config import PipelineConfig
+from pipelines import registry, store
+from pipelines.config import SHADOW_METRICS, PipelineConfig
 from pipelines.store import read_json, resolve_home, write_text_atomic
 
 GROUPS = [("drift", "Input drift against the training data"),
           ("missing", "Missing values per column"),
           ("contract", "Values out of the data contract"),
           ("output", "Model output"),
-          ("live", "Live metrics (labelled spans), overall and per slice")]
+          ("live", "Live metrics (labelled spans), overall and per slice"),
+          ("shadow", "Shadow vs production: how much worse the shadow is (bound: the margin)")]
 CSS = """body{font-family:DejaVu Sans,Arial,sans-serif;margin:24px;color:#222}
 h1.ok{color:#1b6e20}h1.no{color:#b00020}table{border-collapse:collapse;margin:8px 0 20px}
 td,th{border:1px solid #ccc;padding:3px 6px;font-size:12px;text-align:left;vertical-align:top}
@@ -63,14 +67,59 @@ def records(cfg: PipelineConfig, home: Path) -> list[dict[str, Any]]:
     return [newest[s] for s in sorted(newest)]
 
 
-def series(recs: list[dict[str, Any]]) -> dict[str, dict[str, list[dict[str, Any]]]]:
+def shadow_checks(cfg: PipelineConfig, rec: dict[str, Any]) -> list[dict[str, Any]]:
+    """The shadow's per-span deltas as checks: how much worse than production, bound the margin."""
+    out = []
+    margins = cfg.promotion.shadow_margins
+    higher = SHADOW_METRICS[cfg.task]
+    for c in (rec.get("shadow") or {}).get("comparisons") or []:
+        worse = None
+        if c["production"] is not None and c["shadow"] is not None:
+            diff = c["production"] - c["shadow"]
+            worse = round(diff if higher.get(c["metric"], True) else -diff, 6)
+        bound = margins.get(c["key"])
+        out.append({"group": "shadow", "metric": f"shadow worse by: {c['metric']} {c['slice']}",
+                    "value": worse, "bound": bound, "op": "<=",
+                    "passed": None if worse is None or bound is None else worse <= bound + 1e-12})
+    return out
+
+
+def series(recs: list[dict[str, Any]], cfg: PipelineConfig | None = None
+           ) -> dict[str, dict[str, list[dict[str, Any]]]]:
     """group -> metric -> one point per span (span, value, bound, op, passed)."""
     out: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for rec in recs:
-        for c in rec.get("checks", []):
+        extra = shadow_checks(cfg, rec) if cfg is not None else []
+        for c in [*rec.get("checks", []), *extra]:
             point = {"span": rec["span"], "value": c["value"], "bound": c["bound"], "op": c["op"],
                      "passed": c["passed"]}
             out.setdefault(c["group"], {}).setdefault(c["metric"], []).append(point)
+    return out
+
+
+def _shadow_section(history: dict[str, Any]) -> str:
+    """The pending shadow and every shadow event of the registry history."""
+    if not history["pending"] and not history["events"]:
+        return ""
+    out = ["<h2 id='shadow-policy'>Shadow candidates</h2>"]
+    if p := history["pending"]:
+        out.append(f"<p id='shadow-pending'>Pending: shadow version {esc(str(p['version']))}, "
+                   f"set {esc(str(p['since']))}, judged against production "
+                   f"{esc(str(p['baseline']))}.</p>")
+    out.append("<ul id='shadow-events'>" + "".join(
+        f"<li class='{esc(h['action'], quote=True)}'>{esc(registry.describe_shadow_event(h))}</li>"
+        for h in history["events"]) + "</ul>")
+    return "".join(out)
+
+
+def _decisions(history: dict[str, Any]) -> dict[str, list[str]]:
+    """span -> the shadow decisions taken on it (the last span each decision judged)."""
+    out: dict[str, list[str]] = {}
+    for h in history["events"]:
+        if h["action"] in ("shadow_promote", "shadow_drop") and h.get("spans"):
+            version = h["production"] if h["action"] == "shadow_promote" else h["shadow"]
+            word = "PROMOTED" if h["action"] == "shadow_promote" else "DROPPED"
+            out.setdefault(h["spans"][-1], []).append(f"shadow v{version} {word}")
     return out
 
 
@@ -153,15 +202,25 @@ def render(cfg: PipelineConfig, home: Path, recs: list[dict[str, Any]], here: Pa
                   + "".join(f"<li>{esc(a)}</li>" for a in last["alarms"]) + "</ul>")
     else:
         answer = f"<h1 class='ok'>No alarm on span {esc(last['span'])}</h1>"
+    try:
+        history = registry.shadow_history(cfg, home)
+    except registry.RegistryError as exc:  # a damaged registry must not hide the monitoring
+        history = {"pending": None, "events": [], "error": str(exc)}
+    decided = _decisions(history)
     rows = []
     for rec in recs:
         prod = rec["production"]["version"]
         shadow = (rec.get("shadow") or {}).get("version")
+        marks = decided.get(rec["span"], [])
+        excluded = (rec.get("shadow") or {}).get("excluded")
         link = os.path.relpath(Path(rec["_uri"]) / store.MARKERS[store.Kind.MONITORING], here)
         rows.append(
             f"<tr class='{'alarm' if rec['alarms'] else 'ok'}' data-span='{esc(rec['span'], quote=True)}'>"
             f"<td>{esc(rec['span'])}</td><td class='version'>{esc(str(prod))}</td>"
-            f"<td>{esc(str(shadow)) if shadow is not None else '–'}</td>"
+            f"<td class='shadow'>{esc(str(shadow)) if shadow is not None else '–'}"
+            + "".join(f" <b class='decision'>{esc(m)}</b>" for m in marks)
+            + (f" <i title='{esc(excluded, quote=True)}'>(not counted)</i>" if excluded else "")
+            + "</td>"
             f"<td>{rec['snapshot']['rows']}</td>"
             f"<td>{'<br>'.join(esc(a) for a in rec['alarms']) or 'none'}</td>"
             f"<td>{_audit_link(home, cfg, rec, here)} · "
@@ -169,8 +228,8 @@ def render(cfg: PipelineConfig, home: Path, recs: list[dict[str, Any]], here: Pa
     table = ("<h2>Spans</h2><table id='spans'><tr><th>span</th><th>production version</th>"
              "<th>shadow</th><th>rows</th><th>alarms</th><th>links</th></tr>"
              + "".join(rows) + "</table>")
-    charts = []
-    by_group = series(recs)
+    charts = [_shadow_section(history)]
+    by_group = series(recs, cfg)
     for group, title in GROUPS:
         metrics = by_group.get(group) or {}
         if not metrics:

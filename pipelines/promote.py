@@ -14,6 +14,12 @@ production already; copy the model into the registry, where the copy must hash t
 model; run the infra check on that copy (``promotion.infra_check_examples`` examples of the golden
 set or the eval split) in a fresh process; record; move the alias. "Not promoted" is raised as
 :class:`NotPromoted` (exit code 3) whose ``result`` holds the full record and the reasons.
+
+Under ``promotion.policy: shadow`` the alias moved is ``shadow``, not ``production``: the result
+says ``promoted: False, shadow: True`` with the version, production does not change, and the
+monitor DAG decides later (:mod:`pipelines.shadow`). A newer shadow replaces an undecided one (the
+reasons say which). With no model in production there is nothing to judge a shadow against, so the
+first blessed model goes to production directly (the reasons say so).
 """
 
 from __future__ import annotations
@@ -156,6 +162,14 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     if not record["blessed"]:
         raise refuse(["not blessed: " + r for r in record["reasons"]],
                      infra_check={"passed": None, "skipped": "model not blessed"})
+    if cfg.promotion.policy == "approval":  # issue 12: only what a person approved goes out
+        from pipelines import approval
+
+        decision, why = approval.required(cfg, home, evaluation_dir)
+        if decision is None:
+            raise refuse([f"not approved: {why}"],
+                         infra_check={"passed": None, "skipped": "not approved"})
+        result["inputs"].append(decision)  # lineage: the decision is upstream of the version
     current = registry.production(cfg, home)
     if current and registry.recorded_hashes(cfg, home, current["version"]).get(
             "model_sha256") == model_sha:
@@ -165,6 +179,8 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
                      registry_uri=current["uri"],
                      infra_check={"passed": None, "skipped": "already in production"})
     pattern = _examples_pattern(cfg, record)
+    to_shadow = cfg.promotion.policy == "shadow" and current is not None
+    result.update(shadow=False, alias="shadow" if to_shadow else "production")
 
     def check(folder: Path) -> dict[str, Any]:
         result["infra_check"] = infra_check.check(
@@ -173,18 +189,20 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
         return result["infra_check"]
 
     def commit(pushed: dict[str, Any]) -> None:
-        result.update(promoted=True, version=pushed["version"],
+        result.update(promoted=not to_shadow, shadow=to_shadow, version=pushed["version"],
                       registry_uri=pushed["registry_uri"],
-                      previous_version=pushed["previous_version"])
+                      previous_version=pushed["previous_version"],
+                      reasons=_policy_notes(cfg, pushed))
         # The version folder as published (model bytes + registry.json), hashed as lineage verify
         # does; model_sha256 (the SavedModel alone) equals the trained model's hash. The history
         # entry is the registry state this promotion made, immutable.
         result["outputs"] = [
             artifact(ArtifactKind.MODEL_VERSION, pushed["registry_uri"], pushed["sha256"], None,
-                     version=pushed["version"], alias="production",
+                     version=pushed["version"], alias=pushed["alias"],
                      model_sha256=pushed["model_sha256"]),
             artifact(ArtifactKind.REGISTRY_ALIASES, pushed["journal_uri"],
-                     pushed["journal_sha256"], None, action="promote")]
+                     pushed["journal_sha256"], None,
+                     action="shadow" if to_shadow else "promote")]
         execution.complete(result)
 
     try:
@@ -193,15 +211,36 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
             expected_production=baseline["version"] if baseline else None,
             record={"model_uri": str(model_uri), "evaluation_uri": str(evaluation_dir),
                     "evaluation_id": record["evaluation_id"], "metrics": record["metrics"]},
-            expected_sha256=model_sha, check=check, commit=commit)
+            expected_sha256=model_sha, check=check, commit=commit,
+            alias="shadow" if to_shadow else "production")
     except NotPromoted as exc:
         extra = {k: v for k, v in exc.result.items() if k != "infra_check"}
         raise refuse([str(exc)], **extra) from exc
     except PipelineError:
         raise
-    log.info("promoted %s as %s version %d (previous: %s)", model_uri, cfg.name, result["version"],
+    log.info("%s %s as %s version %d (production before: %s)",
+             "shadowed" if to_shadow else "promoted", model_uri, cfg.name, result["version"],
              result["previous_version"])
     return result
+
+
+def _policy_notes(cfg: PipelineConfig, pushed: dict[str, Any]) -> list[str]:
+    """What the policy made of a pushed version, for the report and lineage (empty under auto)."""
+    notes = []
+    if pushed["alias"] == "shadow":
+        notes.append(f"shadow: version {pushed['version']} is scored beside production version "
+                     f"{pushed['previous_version']} on the next {cfg.promotion.shadow_spans} "
+                     "labelled span(s) by the monitor DAG, then promoted if no worse within "
+                     "promotion.shadow_margins, else dropped (promotion.policy shadow)")
+        if pushed.get("replaced_shadow") is not None:
+            notes.append(f"it replaces the undecided shadow version {pushed['replaced_shadow']}")
+    elif cfg.promotion.policy == "shadow":
+        notes.append("promotion.policy shadow: no model was in production to judge a shadow "
+                     "against, so this first blessed model went to production directly")
+    if pushed.get("shadow_cleared"):
+        c = pushed["shadow_cleared"]
+        notes.append(f"the pending shadow version {c['version']} was cleared: {c['why']}")
+    return notes
 
 
 promote.records_lineage = True  # type: ignore[attr-defined]  # runner.run_step passes `execution`

@@ -1,4 +1,4 @@
-"""The model registry: TF Serving layout, atomic versions, `production`/`previous` aliases, rollback.
+"""The model registry: TF Serving layout, atomic versions, `production`/`previous`/`shadow` aliases.
 
 Called by :mod:`pipelines.promote` (push), :mod:`pipelines.evaluate` (the baseline is
 :func:`production` at evaluation time), the CLI (`pipelines registry list|show|rollback|repair`),
@@ -8,8 +8,9 @@ Layout under ``<home>/registry/<pipeline>/``::
 
     1/ 2/ ...        one complete SavedModel per version (TF Serving serves this folder as is),
                      plus registry.json (who pushed it, from which model and evaluation)
-    aliases.json     the current state: {"production": 2, "previous": 1, "stack": [1, 2],
-                     "versions": [1, 2], "hashes": {"2": {"sha256", "model_sha256"}}, "seq": 2,
+    aliases.json     the current state: {"production": 2, "previous": 1, "shadow": 3,
+                     "shadow_since": "<utc>", "shadow_baseline": 2, "stack": [1, 2],
+                     "versions": [1, 2, 3], "hashes": {"2": {"sha256", "model_sha256"}}, "seq": 3,
                      "history": [...]}; replaced atomically and fsynced, never edited in place
     history/<seq>.json  the same state after each change, immutable: what lineage records (so
                      ``lineage verify`` re-hashes a file that never changes) and what
@@ -33,6 +34,16 @@ without those rolled back. Rollback goes to the version before the current one (
 drops the current one from the stack, so a second rollback goes further back instead of restoring
 the bad model; ``--to N`` pins any registered version. A version is only aliased after its folder is
 re-hashed against the hash recorded when it was pushed.
+
+**Shadow** (``promotion.policy: shadow``, :mod:`pipelines.shadow`). ``push(alias="shadow")``
+registers a blessed candidate as the ``shadow`` alias, judged beside the production version it was
+evaluated against (``shadow_baseline``); production does not move. A newer shadow replaces an older
+undecided one (the history entry names the replaced version). :func:`promote_shadow` makes it
+production through the same prepare/record/apply path (``previous`` set, the shadow cleared);
+:func:`drop_shadow` clears it with its reasons (the version stays registered, unaliased). Any other
+production change (a promote under ``auto``, a rollback) clears a pending shadow, since it was
+judged against a production model that no longer serves; the history entry says so
+(``shadow_cleared``). TF Serving's ``canary`` label follows the shadow.
 """
 
 from __future__ import annotations
@@ -59,7 +70,7 @@ from pipelines.hashing import sha256_file, sha256_tree
 from pipelines.results import ArtifactKind, artifact
 from pipelines.store import publish, read_json
 
-ALIASES = ("production", "previous")
+ALIASES = ("production", "previous", "shadow")
 ALIASES_FILE = "aliases.json"
 INTENT_FILE = ".intent.json"
 HISTORY_DIR = "history"
@@ -81,7 +92,8 @@ def root(cfg: PipelineConfig, home: Path) -> Path:
 
 
 def _empty(cfg: PipelineConfig) -> dict[str, Any]:
-    return {"pipeline": cfg.name, "production": None, "previous": None, "last_version": 0,
+    return {"pipeline": cfg.name, "production": None, "previous": None, "shadow": None,
+            "shadow_since": None, "shadow_baseline": None, "last_version": 0,
             "versions": [], "stack": [], "hashes": {}, "seq": 0, "history": []}
 
 
@@ -153,6 +165,14 @@ def previous(cfg: PipelineConfig, home: Path) -> dict[str, Any] | None:
     return _entry(cfg, home, read_aliases(cfg, home)["previous"])
 
 
+def shadow(cfg: PipelineConfig, home: Path) -> dict[str, Any] | None:
+    """``{version, uri, since, baseline}`` of the pending shadow candidate, or None."""
+    aliases = read_aliases(cfg, home)
+    ref = _entry(cfg, home, aliases["shadow"])
+    return None if ref is None else {**ref, "since": aliases["shadow_since"],
+                                     "baseline": aliases["shadow_baseline"]}
+
+
 def recorded_hashes(cfg: PipelineConfig, home: Path, version: int) -> dict[str, Any]:
     """``{"sha256": folder, "model_sha256": SavedModel}`` as recorded when ``version`` was pushed."""
     aliases = read_aliases(cfg, home)
@@ -185,7 +205,7 @@ def list_versions(cfg: PipelineConfig, home: Path) -> list[dict[str, Any]]:
 
 
 def show(cfg: PipelineConfig, home: Path, ref: str) -> dict[str, Any]:
-    """One version by number or alias (``production``, ``previous``)."""
+    """One version by number or alias (``production``, ``previous``, ``shadow``)."""
     aliases = read_aliases(cfg, home)
     version = aliases.get(ref) if ref in ALIASES else (int(ref) if ref.isdigit() else None)
     if version is None:
@@ -206,7 +226,8 @@ def locked(cfg: PipelineConfig, home: Path) -> Iterator[Path]:
     with open(base / ".lock", "a+") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         try:
-            yield base
+            with store.synced(base):  # an object-store home: its lock, pulled before, pushed after
+                yield base
         finally:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
@@ -407,12 +428,24 @@ def _verified(cfg: PipelineConfig, base: Path, aliases: dict[str, Any], version:
     return rec
 
 
+def _clear_shadow(new: dict[str, Any], why: str) -> dict[str, Any] | None:
+    """Clears a pending shadow in ``new`` (production is moving under it); what was cleared."""
+    if new.get("shadow") is None:
+        return None
+    cleared = {"version": new["shadow"], "baseline": new.get("shadow_baseline"), "why": why}
+    new.update(shadow=None, shadow_since=None, shadow_baseline=None)
+    return cleared
+
+
 def push(cfg: PipelineConfig, home: Path, ctx: RunContext, model_dir: str | Path,
          expected_production: int | None, record: dict[str, Any], *,
          expected_sha256: str | None = None,
          check: Callable[[Path], dict[str, Any]] | None = None,
-         commit: Commit | None = None) -> dict[str, Any]:
-    """Copies a SavedModel in as the next version and makes it ``production``.
+         commit: Commit | None = None, alias: str = "production") -> dict[str, Any]:
+    """Copies a SavedModel in as the next version and makes it ``production`` (or ``shadow``).
+
+    With ``alias="shadow"`` production does not move: the version becomes the shadow candidate,
+    judged against the current production (``shadow_baseline``), and replaces an undecided one.
 
     Compare-and-swap: ``expected_production`` is the version the candidate was evaluated against;
     if another promotion moved ``production`` meanwhile, nothing is pushed. ``expected_sha256`` is
@@ -421,9 +454,12 @@ def push(cfg: PipelineConfig, home: Path, ctx: RunContext, model_dir: str | Path
     moves; ``commit`` records the change in lineage (see the module doc).
 
     Raises:
-        NotPromoted: production moved, the candidate is production already, the copy is not the
-            evaluated model, or ``check`` did not pass (``result["infra_check"]`` says why).
+        NotPromoted: production moved, the candidate is production (or the shadow) already, the
+            copy is not the evaluated model, or ``check`` did not pass (``result["infra_check"]``).
     """
+    if alias not in ("production", "shadow"):
+        raise UsageError(f"registry {cfg.name}: push makes a version production or shadow, "
+                         f"not {alias!r}")
     with locked(cfg, home) as base:
         _resolve(cfg, home, base)
         aliases = _load(cfg, base)
@@ -438,6 +474,15 @@ def push(cfg: PipelineConfig, home: Path, ctx: RunContext, model_dir: str | Path
             raise NotPromoted(f"already in production: version {prod} of {cfg.name} is this very "
                               f"model (sha256 {expected_sha256[:12]}); no new version registered",
                               {"already_in_production": True, "version": prod})
+        if alias == "shadow" and prod is None:
+            raise UsageError(f"registry {cfg.name}: no version in production to judge a shadow "
+                             "against; push the first model as production")
+        old_shadow = aliases["shadow"]
+        if expected_sha256 and alias == "shadow" and old_shadow is not None and \
+                _hashes(base, aliases, old_shadow).get("model_sha256") == expected_sha256:
+            raise NotPromoted(f"already the shadow: version {old_shadow} of {cfg.name} is this "
+                              f"very model (sha256 {expected_sha256[:12]}); no new version "
+                              "registered", {"already_shadow": True, "version": old_shadow})
         version = _sweep(base, aliases) + 1
         meta = {**record, "version": version, "pipeline": cfg.name, "registered_at": utcnow(),
                 "run_id": ctx.run_id, "source_uri": str(model_dir)}
@@ -466,15 +511,26 @@ def push(cfg: PipelineConfig, home: Path, ctx: RunContext, model_dir: str | Path
         _fault("after_check")
         folder_sha = sha256_tree(folder)
         new = copy.deepcopy(aliases)
-        stack = [*aliases["stack"], version]
-        new.update(production=version, previous=stack[-2] if len(stack) > 1 else None, stack=stack,
-                   last_version=version, versions=[*aliases["versions"], version],
+        new.update(last_version=version, versions=[*aliases["versions"], version],
                    seq=aliases["seq"] + 1)
         new["hashes"][str(version)] = {"sha256": folder_sha, "model_sha256": meta["model_sha256"]}
-        new["history"].append(_history_entry(ctx, "promote", production=version,
-                                             previous=new["previous"], seq=new["seq"]))
         out = {"version": version, "registry_uri": str(folder), "previous_version": prod,
-               "model_sha256": meta["model_sha256"], "sha256": folder_sha, "infra_check": checked}
+               "model_sha256": meta["model_sha256"], "sha256": folder_sha, "infra_check": checked,
+               "alias": alias, "replaced_shadow": None, "shadow_cleared": None}
+        if alias == "shadow":
+            new.update(shadow=version, shadow_since=utcnow(), shadow_baseline=prod)
+            out["replaced_shadow"] = old_shadow
+            new["history"].append(_history_entry(ctx, "shadow", shadow=version, production=prod,
+                                                 replaced_shadow=old_shadow, seq=new["seq"]))
+        else:
+            stack = [*aliases["stack"], version]
+            new.update(production=version, previous=stack[-2] if len(stack) > 1 else None,
+                       stack=stack)
+            out["shadow_cleared"] = _clear_shadow(
+                new, f"production moved from {prod} to {version} by a promotion")
+            new["history"].append(_history_entry(ctx, "promote", production=version,
+                                                 previous=new["previous"], seq=new["seq"],
+                                                 shadow_cleared=out["shadow_cleared"]))
         return _change(cfg, home, base, new, version, out, commit)
 
 
@@ -513,14 +569,17 @@ def rollback(cfg: PipelineConfig, home: Path, ctx: RunContext, reason: str = "",
         new = copy.deepcopy(aliases)
         new.update(production=target, previous=stack[-2] if len(stack) > 1 else None,
                    stack=stack, seq=aliases["seq"] + 1)
+        cleared = _clear_shadow(new, f"production rolled back from {prod} to {target}: the "
+                                f"shadow was judged against version {aliases['shadow_baseline']}")
         new["history"].append(_history_entry(ctx, "rollback", production=target,
                                              previous=new["previous"], rolled_back_from=prod,
-                                             reason=reason, seq=new["seq"]))
+                                             reason=reason, seq=new["seq"],
+                                             shadow_cleared=cleared))
         out = {"production": {**_ref(cfg, home, target), **hashes},
                "previous": _entry(cfg, home, new["previous"]),
                "rolled_back_from": {**_ref(cfg, home, prod), **_hashes(base, aliases, prod)}
                if prod is not None else None,
-               "reason": reason}
+               "reason": reason, "shadow_cleared": cleared}
         return _change(cfg, home, base, new, None, out, commit)
 
 
@@ -559,6 +618,105 @@ def rollback_step(cfg: PipelineConfig, home: Path, ctx: RunContext, reason: str 
 
 
 rollback_step.records_lineage = True  # type: ignore[attr-defined]  # runner passes `execution`
+
+
+def _pending_shadow(cfg: PipelineConfig, aliases: dict[str, Any], expected_shadow: int,
+                    expected_production: int | None) -> None:
+    """Refuses a shadow decision that no longer applies (the aliases moved since it was made)."""
+    if aliases["shadow"] != expected_shadow or aliases["production"] != expected_production:
+        raise NotPromoted(
+            f"registry {cfg.name}: the decision was about shadow version {expected_shadow} "
+            f"against production {expected_production}, but the registry now has shadow "
+            f"{aliases['shadow']} and production {aliases['production']}; nothing was changed "
+            "(the next monitored span decides again)",
+            {"shadow": aliases["shadow"], "production": aliases["production"]})
+
+
+def promote_shadow(cfg: PipelineConfig, home: Path, ctx: RunContext, expected_shadow: int,
+                   expected_production: int | None, decision: dict[str, Any],
+                   commit: Commit | None = None) -> dict[str, Any]:
+    """Makes the shadow production (``previous`` = the old production) and clears the shadow.
+
+    The same prepare/record/apply path as :func:`push`: ``commit`` records the change (with the
+    monitoring records it was decided on) before the aliases move; the shadow's folder is re-hashed
+    against its push record first.
+
+    Raises:
+        NotPromoted: the shadow or production changed since the decision.
+        RegistryError: the shadow's folder is missing or changed.
+    """
+    with locked(cfg, home) as base:
+        _resolve(cfg, home, base)
+        aliases = _load(cfg, base)
+        _pending_shadow(cfg, aliases, expected_shadow, expected_production)
+        hashes = _verified(cfg, base, aliases, expected_shadow)
+        stack = [*aliases["stack"], expected_shadow]
+        new = copy.deepcopy(aliases)
+        new.update(production=expected_shadow, previous=stack[-2] if len(stack) > 1 else None,
+                   stack=stack, shadow=None, shadow_since=None, shadow_baseline=None,
+                   seq=aliases["seq"] + 1)
+        new["history"].append(_history_entry(
+            ctx, "shadow_promote", production=expected_shadow, previous=new["previous"],
+            spans=decision.get("spans_judged"), seq=new["seq"]))
+        out = {"production": {**_ref(cfg, home, expected_shadow), **hashes},
+               "previous": _entry(cfg, home, new["previous"]), "decision": decision}
+        return _change(cfg, home, base, new, None, out, commit)
+
+
+def drop_shadow(cfg: PipelineConfig, home: Path, ctx: RunContext, expected_shadow: int,
+                expected_production: int | None, reasons: list[str],
+                commit: Commit | None = None, spans: list[str] | None = None) -> dict[str, Any]:
+    """Clears the shadow alias with its reasons; the version stays registered (unaliased).
+
+    Raises:
+        NotPromoted: the shadow or production changed since the decision.
+    """
+    with locked(cfg, home) as base:
+        _resolve(cfg, home, base)
+        aliases = _load(cfg, base)
+        _pending_shadow(cfg, aliases, expected_shadow, expected_production)
+        new = copy.deepcopy(aliases)
+        new.update(shadow=None, shadow_since=None, shadow_baseline=None, seq=aliases["seq"] + 1)
+        new["history"].append(_history_entry(ctx, "shadow_drop", shadow=expected_shadow,
+                                             production=expected_production, reasons=reasons,
+                                             spans=spans, seq=new["seq"]))
+        out = {"dropped": {**_ref(cfg, home, expected_shadow),
+                           **_hashes(base, aliases, expected_shadow)}, "reasons": reasons}
+        return _change(cfg, home, base, new, None, out, commit)
+
+
+SHADOW_ACTIONS = ("shadow", "shadow_promote", "shadow_drop")
+
+
+def shadow_history(cfg: PipelineConfig, home: Path) -> dict[str, Any]:
+    """The pending shadow and every shadow event of the history (set, promoted, dropped, cleared
+    by a production change), oldest first: what ``registry list`` and the dashboard show."""
+    aliases = read_aliases(cfg, home)
+    events = [h for h in aliases["history"]
+              if h.get("action") in SHADOW_ACTIONS or h.get("shadow_cleared")]
+    pending = None
+    if aliases["shadow"] is not None:
+        pending = {"version": aliases["shadow"], "since": aliases["shadow_since"],
+                   "baseline": aliases["shadow_baseline"]}
+    return {"pending": pending, "events": events}
+
+
+def describe_shadow_event(h: dict[str, Any]) -> str:
+    """One line of a shadow event of the history."""
+    if h["action"] == "shadow":
+        text = f"shadow set to version {h['shadow']} (production {h['production']})"
+        if h.get("replaced_shadow") is not None:
+            text += f", replacing the undecided version {h['replaced_shadow']}"
+    elif h["action"] == "shadow_promote":
+        text = (f"shadow version {h['production']} PROMOTED to production (previous "
+                f"{h['previous']}) on spans {', '.join(h.get('spans') or [])}")
+    elif h["action"] == "shadow_drop":
+        text = (f"shadow version {h['shadow']} DROPPED on spans {', '.join(h.get('spans') or [])}: "
+                + "; ".join(h.get("reasons") or []))
+    else:
+        c = h["shadow_cleared"]
+        text = f"shadow version {c['version']} cleared by a {h['action']}: {c['why']}"
+    return f"{h['at']}  {text}"
 
 
 def write_serving_config(cfg: PipelineConfig, home: Path) -> Path:

@@ -233,6 +233,9 @@ def _decision(record: dict[str, Any], promotion: dict[str, Any] | None
               ) -> tuple[str, str, list[str]]:
     """(css class, title, reasons) of the decision."""
     if promotion is not None:
+        if promotion.get("shadow"):  # issue 12, policy shadow: judged live before production
+            return ("ok", f"SHADOW CANDIDATE as version {promotion['version']} (production "
+                    "unchanged)", promotion.get("reasons") or [])
         if promotion.get("promoted"):
             return "ok", f"PROMOTED as version {promotion['version']}", []
         if record["blessed"]:

@@ -154,6 +154,8 @@ class PromoteResult(_Lineage):
     infra_check: dict[str, Any] | None
     blessed: bool
     evaluation_uri: str
+    shadow: NotRequired[bool]  # issue 12: promotion.policy shadow set the `shadow` alias
+    alias: NotRequired[str]
 
 
 class ReportResult(_Lineage):
@@ -228,6 +230,7 @@ class Promoted(TypedDict):
     registry_uri: str | None
     previous_version: int | None
     reasons: list[str]
+    shadow: NotRequired[bool]  # issue 12: the version is the shadow candidate, not production
 
 
 class Reported(TypedDict):

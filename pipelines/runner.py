@@ -25,6 +25,7 @@ STEPS: dict[str, str] = {
     "report": "pipelines.report:report",
     "rollback": "pipelines.registry:rollback_step",
     "monitor": "pipelines.monitor:monitor",  # issue 12
+    "shadow": "pipelines.shadow:decide_step",  # issue 12: promote or drop the shadow
 }
 
 

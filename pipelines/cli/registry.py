@@ -25,14 +25,20 @@ def registry_list(config: ConfigArg, as_json: JsonOpt = False) -> None:
     versions = registry.list_versions(cfg, home())
     lines = [f"{v['version']:>4}  {','.join(v['aliases']) or '-':<20} {v.get('registered_at', '')}"
              f"  {v.get('model_uri', '')}" for v in versions]
-    emit({"pipeline": cfg.name, "versions": versions}, as_json,
+    shadow = registry.shadow_history(cfg, home())  # issue 12: the shadow policy's decisions
+    if shadow["pending"]:
+        p = shadow["pending"]
+        lines.append(f"shadow: version {p['version']} pending since {p['since']}, judged against "
+                     f"production {p['baseline']}")
+    lines += ["shadow history: " + registry.describe_shadow_event(h) for h in shadow["events"]]
+    emit({"pipeline": cfg.name, "versions": versions, "shadow": shadow}, as_json,
          "\n".join(lines) or f"registry {cfg.name} is empty")
 
 
 @app.command("show")
 @handle_errors
 def registry_show(config: ConfigArg, ref: Annotated[str, typer.Argument(
-        help="version number or alias (production, previous)")] = "production",
+        help="version number or alias (production, previous, shadow)")] = "production",
         as_json: JsonOpt = False) -> None:
     """Show one version (by number or alias) with its registry record."""
     from pipelines import registry

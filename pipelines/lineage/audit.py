@@ -150,6 +150,9 @@ def run_outcome(steps: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
         rejected = next(x for x in steps.values() if x["status"] == REJECTED)
         return "rejected", why or [rejected.get("error") or "validation rejected the data"]
     promote = steps.get("promote")
+    if promote and promote["status"] == COMPLETED and summary("promote").get("shadow"):
+        return "shadow", [f"version {summary('promote').get('version')} is the shadow candidate",
+                          *summary("promote").get("reasons", [])]  # issue 12
     if promote and promote["status"] == COMPLETED and summary("promote").get("promoted"):
         return "promoted", [f"version {summary('promote').get('version')}",
                             *summary("promote").get("reasons", [])]

@@ -28,6 +28,6 @@ def test_parse_is_light_and_builds_one_monitor_dag_per_config():
     configs = sorted(p.stem for p in (REPO_ROOT / "configs").glob("*.yaml"))
     assert got["dags"] == [f"monitor_{c}" for c in configs]  # no retrain_* built here
     assert got["heavy"] == []
-    assert got["tasks"] == ["alarm", "dashboard", "monitor_span"]
+    assert got["tasks"] == ["alarm", "dashboard", "monitor_span", "shadow_decision"]
     assert got["assets"] == ["adult.snapshot"]
     assert got["alarm_outlets"] == ["adult.retrain_requested"]
