@@ -159,3 +159,54 @@ def test_decision_is_recorded_in_lineage_before_the_aliases_move(
     assert ("output", "RegistryAliases") in kinds
     assert (("output", "ModelVersion") in kinds) == (decision == "promote")
     assert shadow.run(shadow_cfg_path, CTX, home)["decision"] is None  # nothing pending now
+
+
+@pytest.fixture()
+def trusted(monkeypatch):
+    """promote's evidence and infra check (our own logic, tested in tests/eval) taken as passed:
+    these tests are about what the policy does with a blessed candidate."""
+    from pipelines import infra_check, promote
+
+    monkeypatch.setattr(promote, "evidence_problems", lambda *a, **k: [])
+    monkeypatch.setattr(infra_check, "check", lambda *a, **k: {"passed": True, "reasons": []})
+
+
+def blessed_evaluation(tmp_path, name, baseline):
+    folder = tmp_path / name
+    folder.mkdir()
+    (folder / "evaluation.json").write_text(json.dumps({
+        "pipeline": "adult", "blessed": True, "reasons": [], "evaluation_id": name,
+        "baseline": baseline, "metrics": {}, "data": {"eval": [{"uri": str(tmp_path / "snap")}]}}))
+    return folder
+
+
+def test_promote_under_shadow_sets_the_shadow_not_production(tmp_path, shadow_cfg_path, trusted):
+    from pipelines import flow
+    from pipelines.lineage import audit
+
+    cfg, home = load_config(shadow_cfg_path), tmp_path / "home"
+    ctx = RunContext(run_id="shadow-promote")
+
+    def promote(model_name, baseline):
+        m = model(tmp_path, model_name)
+        ev = blessed_evaluation(tmp_path, f"ev-{model_name}", baseline)
+        return flow.promote(shadow_cfg_path, ctx, {"model_uri": str(m), "evaluation_uri": str(ev)},
+                            home=home)
+
+    first = promote("a", None)  # nothing in production to judge a shadow against
+    assert first["promoted"] and first["version"] == 1 and not first["shadow"]
+    assert "went to production directly" in first["reasons"][0]
+
+    second = promote("b", {"version": 1})
+    assert (second["promoted"], second["shadow"], second["version"]) == (False, True, 2)
+    assert "scored beside production version 1 on the next 2 labelled span(s)" in \
+           second["reasons"][0]
+    assert registry.production(cfg, home)["version"] == 1
+    assert labels(cfg, home) == ([1, 2], {"stable": 1, "canary": 2})
+
+    third = promote("c", {"version": 1})  # a newer candidate replaces the undecided shadow
+    assert third["shadow"] and "replaces the undecided shadow version 2" in third["reasons"][1]
+    assert registry.shadow(cfg, home)["version"] == 3
+
+    runs = audit.list_runs(home, cfg.name)["runs"]
+    assert runs[0]["outcome"] == "shadow" and "version 3 is the shadow candidate" in runs[0]["why"][0]
