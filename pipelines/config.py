@@ -355,6 +355,12 @@ class Schedule(_Strict):
     cron: str | None = "@daily"
     start_date: str = "2026-01-01"
     catchup: bool = False
+    arrival_timeout_minutes: int = Field(
+        360, ge=0, le=7 * 24 * 60, description="issue 12: how long a retrain run waits for its "
+        "span's landing files (deferred in the triggerer) before it ends as 'no data' with an "
+        "alert; 0: no wait")
+    arrival_poke_seconds: int = Field(
+        60, ge=5, le=3600, description="how often the triggerer looks for the span's files")
 
 
 class Alarms(_Strict):

@@ -149,6 +149,8 @@ def run_outcome(steps: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
                            f"{d.get('threshold')}")
         rejected = next(x for x in steps.values() if x["status"] == REJECTED)
         return "rejected", why or [rejected.get("error") or "validation rejected the data"]
+    if summary("arrival").get("no_data"):  # issue 12: the span never landed (pipelines.arrival)
+        return "no_data", [summary("arrival").get("reason") or "the span's files never landed"]
     promote = steps.get("promote")
     if promote and promote["status"] == COMPLETED and summary("promote").get("shadow"):
         return "shadow", [f"version {summary('promote').get('version')} is the shadow candidate",
