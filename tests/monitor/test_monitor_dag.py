@@ -68,7 +68,9 @@ def _events(summary) -> dict:
 
 def test_clean_span_raises_no_alarm(runs):
     s = _ok(runs[CLEAN])
-    assert s["tasks"] == {"monitor_span": "success", "dashboard": "success", "alarm": "skipped"}
+    assert s["tasks"] == {"monitor_span": "success", "shadow_decision": "success",
+                          "dashboard": "success", "alarm": "skipped"}
+    assert s["xcom"]["shadow_decision"]["decision"] is None  # no shadow pending
     assert s["xcom"]["monitor_span"]["alarms"] == []
     assert "adult.retrain_requested" not in _events(s)
     rec = _record(s)

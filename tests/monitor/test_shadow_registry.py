@@ -112,8 +112,8 @@ def test_shadow_dropped_and_cleared_by_rollback_or_promote(adult_cfg, tmp_path):
 def write_record(cfg, home, span_, prod, shadow_v, rows, created):
     folder = store.path(home, store.Kind.MONITORING, cfg.name, f"{span_}-{created[-9:-1]}")
     folder.mkdir(parents=True)
-    rec = {"span": span_, "created_at": created, "pipeline": cfg.name,
-           "production": {"version": prod}, "shadow": {
+    rec = {"span": span_, "created_at": created, "pipeline": cfg.name, "alarms": [], "checks": [],
+           "snapshot": {"rows": 4500}, "production": {"version": prod}, "shadow": {
                "version": shadow_v, "excluded": None, "agreement_rate": 0.97,
                "comparisons": shadow.compare(cfg, rows, "candidate", "baseline")}}
     (folder / "monitoring.json").write_text(json.dumps(rec))
@@ -159,6 +159,16 @@ def test_decision_is_recorded_in_lineage_before_the_aliases_move(
     assert ("output", "RegistryAliases") in kinds
     assert (("output", "ModelVersion") in kinds) == (decision == "promote")
     assert shadow.run(shadow_cfg_path, CTX, home)["decision"] is None  # nothing pending now
+
+    from pipelines import monitor_report
+
+    html = monitor_report.write(cfg, home).read_text()  # the decision marked on its last span
+    word = "PROMOTED" if decision == "promote" else "DROPPED"
+    row_ = html.split("data-span='2026-11-22'>")[1].split("</tr>")[0]
+    assert f"<b class='decision'>shadow v2 {word}</b>" in row_
+    assert "class='decision'" not in html.split("data-span='2026-11-22'>")[0]
+    assert f"shadow version 2 {word}" in html.split("id='shadow-events'>")[1]
+    assert "data-metric='shadow worse by: auc overall'" in html
 
 
 @pytest.fixture()
