@@ -74,8 +74,10 @@ def promote(config: ConfigArg, model: ModelOpt = None, evaluation: EvalOpt = Non
     ev = evaluation or str(newest(cfg, "evaluations", f"pipelines evaluate {config}"))
     model_uri = model or evaluation_lib.load(ev)["model"]["uri"]
     result = run_step("promote", cfg, home(), context(), model_uri=model_uri, evaluation_uri=ev)
-    emit(result, as_json, f"promoted {model_uri} as version {result['version']} "
-         f"({result['registry_uri']}); previous: {result['previous_version']}")
+    what = "shadow candidate" if result.get("shadow") else "promoted"  # issue 12: policy shadow
+    emit(result, as_json, f"{what} {model_uri} as version {result['version']} "
+         f"({result['registry_uri']}); production before: {result['previous_version']}"
+         + "".join(f"\n{r}" for r in result.get("reasons") or []))
 
 
 @handle_errors

@@ -76,7 +76,8 @@ def run(
     report_html = done["report"]["report_html"]
     if done["promote"]:
         p = done["promote"]
-        emit(done, as_json, f"promoted version {p['version']} to {p['registry_uri']}\n"
+        what = "shadow candidate" if p.get("shadow") else "promoted"  # issue 12: policy shadow
+        emit(done, as_json, f"{what} version {p['version']} to {p['registry_uri']}\n"
              f"report: {report_html}")
         return
     emit(done, as_json, "not promoted: " + "; ".join(done["not_promoted"] or [])
