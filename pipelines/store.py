@@ -16,7 +16,16 @@ temporary name, renamed into place in one step). Folders whose name starts with 
 artifacts: ``.tmp-*`` is one being written (its writer locks ``.tmp-*.lock``), ``.<id>.replaced-*``
 one set aside by :func:`publish` with ``replace``. A forced re-run of a step writes a new artifact
 ``<id>-r<N>`` beside the old one (:func:`revision`), never over it.
-An object-store home would plug in here (the paths below are the only ones the code builds).
+
+**An object-store home** (``PIPELINES_HOME=s3://bucket/prefix``, :mod:`pipelines.objstore`):
+:func:`resolve_home` returns a local *mirror* folder of the bucket (pulling what other machines
+published), and every function here keeps the bucket in step: :func:`publish` uploads an artifact
+(its marker file last, then a manifest as the object store's completion marker) before renaming it
+into place locally, :func:`synced` holds a lock object in the bucket around a registry change and
+pushes it (``aliases.json`` last, conditionally), :func:`resolve_landing` pulls landing files, and
+reports are uploaded as they are written. TensorFlow 2.21 has no ``s3://`` file system, so steps
+read and write the local mirror; the lineage database stays local (or on PostgreSQL via
+``PIPELINES_LINEAGE_URL``). A local-folder home behaves exactly as before.
 """
 
 from __future__ import annotations
@@ -33,6 +42,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+from pipelines import objstore
 from pipelines.config import REPO_ROOT
 from pipelines.errors import PipelineError
 
@@ -50,6 +60,9 @@ class Kind(StrEnum):
     REGISTRY = "registry"
     REPORT = "reports"
     MONITORING = "monitoring"  # issue 12: one folder per monitored span (pipelines/monitor.py)
+    APPROVAL = "approvals"  # issue 12: <run>.json, a person's decision (pipelines/approval.py)
+    # issue 11: TFT analyzer accumulators of one span's train rows (pipelines/transform.py)
+    ANALYZER_CACHE = "analyzer_cache"
 
 
 # The file that proves an artifact of a kind is complete (written last), and its record.
@@ -65,14 +78,37 @@ KINDS: dict[str, str] = {k.value: m for k, m in MARKERS.items()}
 
 
 def resolve_home(home: str | os.PathLike | None = None) -> Path:
-    """The artifact store root: the argument, else ``PIPELINES_HOME``, else ``<repo>/var``."""
+    """The artifact store root: the argument, else ``PIPELINES_HOME``, else ``<repo>/var``.
+
+    ``s3://bucket/prefix`` gives the bucket's local mirror, brought up to date (one listing, then
+    only what was published since); so does a path inside a mirror (a URI another step handed on).
+    """
     value = home or os.environ.get(HOME_ENV) or REPO_ROOT / "var"
-    return Path(value).expanduser().resolve()
+    text = os.fspath(value)
+    if isinstance(value, os.PathLike) and text.startswith(("s3:/", "gs:/")) and "://" not in text:
+        text = text.replace(":/", "://", 1)  # a URI given as a Path (typer's --home) lost a slash
+    if objstore.is_uri(text):
+        mirror = objstore.open_mirror(text)
+        mirror.pull()
+        mirror.pull_loose(Kind.REGISTRY.value)
+        return mirror.folder
+    path = Path(text).expanduser().resolve()
+    if (path / objstore.REMOTE_FILE).is_file():
+        mirror = objstore.open_mirror((path / objstore.REMOTE_FILE).read_text().strip(), path)
+        mirror.pull()  # a mirror folder given as a path (a URI another step handed on)
+        mirror.pull_loose(Kind.REGISTRY.value)
+    return path
 
 
 def resolve_landing(home: Path, landing: str | os.PathLike | None = None) -> Path:
-    """The landing area: the argument, else ``PIPELINES_LANDING``, else ``<home>/landing``."""
-    value = landing or os.environ.get(LANDING_ENV) or Path(home) / "landing"
+    """The landing area: the argument, else ``PIPELINES_LANDING``, else ``<home>/landing`` (on an
+    object-store home: pulled from ``<bucket prefix>/landing/`` first)."""
+    value = landing or os.environ.get(LANDING_ENV)
+    if value is None:
+        mirror = objstore.mirror_of(home)
+        if mirror is not None:
+            mirror.pull_loose("landing")
+        value = Path(home) / "landing"
     return Path(value).expanduser().resolve()
 
 
@@ -240,6 +276,10 @@ def publish(final: Path, replace: bool = False) -> Iterator[Path]:
         tmp.mkdir()
         try:
             yield tmp
+            mirror = objstore.mirror_of(final.parent)
+            if mirror is not None and not _push(mirror, tmp, final, replace):
+                shutil.rmtree(tmp, ignore_errors=True)  # another writer published it first
+                return
             if replace and final.exists():
                 stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%S")
                 aside = final.parent / f".{final.name}.replaced-{stamp}-{uuid.uuid4().hex[:6]}"
@@ -264,6 +304,50 @@ def publish(final: Path, replace: bool = False) -> Iterator[Path]:
         os.close(lock_fd)
 
 
+# The file uploaded last of an artifact of each kind (before its manifest): its own marker.
+UPLOADED_LAST: dict[str, str] = {**KINDS, Kind.REGISTRY.value: "registry.json"}
+# Loose files written under these folders of an object-store home are uploaded as they are written
+# (landing files are only pulled: producers write them to the bucket).
+PUSHED_LOOSE = (Kind.REPORT.value,)
+
+
+def _push(mirror: objstore.Mirror, tmp: Path, final: Path, replace: bool) -> bool:
+    """Uploads the finished ``tmp`` as ``final`` (see :meth:`objstore.Mirror.push_folder`); False
+    when another writer published ``final`` first (then theirs is pulled into place instead)."""
+    if replace:
+        raise PipelineError(f"cannot replace {final} on an object-store home ({mirror.loc.uri}): "
+                            "published objects are immutable there; publish a revision instead")
+    rel = mirror.rel(final)
+    if mirror.push_folder(tmp, final, UPLOADED_LAST.get(rel.split("/", 1)[0])) is not None:
+        return True
+    theirs = mirror.published(rel)
+    if theirs is not None and not final.exists():
+        mirror.pull_folder(rel, theirs)
+    return False
+
+
+@contextlib.contextmanager
+def synced(folder: Path) -> Iterator[None]:
+    """Around a change to ``folder`` (the registry of a pipeline) by a writer holding its local
+    lock: on an object-store home, the bucket's lock too, the mirror brought up to date before and
+    the change uploaded after (:meth:`objstore.Mirror.synced`). Nothing on a local home."""
+    mirror = objstore.mirror_of(folder)
+    if mirror is None:
+        yield
+        return
+    with mirror.synced(folder):
+        yield
+
+
+def _push_loose(target: Path) -> None:
+    mirror = objstore.mirror_of(target.parent)
+    if mirror is not None:
+        rel = mirror.rel(target)
+        if rel.split("/", 1)[0] in PUSHED_LOOSE and not any(
+                part.startswith(".") for part in rel.split("/")):
+            mirror.push_file(target)
+
+
 def write_json_atomic(target: Path, obj: Any) -> None:
     """Writes JSON to a temporary name, then renames it into place."""
     target = Path(target)
@@ -271,6 +355,7 @@ def write_json_atomic(target: Path, obj: Any) -> None:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
     os.replace(tmp, target)
+    _push_loose(target)
 
 
 def write_text_atomic(target: Path, text: str) -> None:
@@ -280,6 +365,7 @@ def write_text_atomic(target: Path, text: str) -> None:
     tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
     tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, target)
+    _push_loose(target)
 
 
 def read_json(file: str | os.PathLike) -> Any:
