@@ -15,6 +15,18 @@ value, bound and whether it passed. A check that cannot be judged (a slice small
 class, or no baseline yet) is kept with ``passed: None`` and a note saying why, and does not gate.
 A pipeline with no thresholds configured is never blessed (TFX silently blesses that case), nor is
 a candidate on which nothing could be judged.
+
+``evaluation.gate_on`` decides which number a value or change check compares with its bound (issue
+11, gates that do not flip on noise): the point value (``point``, the default), or an end of the
+metric's 95% bootstrap interval that the evaluate step computes in the same pass (binary tasks:
+``row["intervals"]``; the change check uses the paired interval of candidate minus production).
+``optimistic`` takes the end best for the candidate (a floor's upper end), so a check fails only
+when the whole interval violates the bound: a retrain on the same data that moves a slice by noise
+no longer flips the gate. ``pessimistic`` takes the worst end (pass only when the whole interval
+meets the bound). ``evaluation.interval_below_rows`` limits that to checks on fewer rows (small
+slices); the others compare the point. Each check records ``interval``, ``compared`` (which number)
+and ``compared_value``; a check without an interval compares its point value and says so. The
+fairness gap is always the gap of point values.
 """
 
 from __future__ import annotations
@@ -65,23 +77,54 @@ def effective_thresholds(cfg: PipelineConfig, overrides: dict[str, Any] | None) 
     return values
 
 
+POINT = "point"
+_ENDS = {("optimistic", ">="): 1, ("optimistic", "<="): 0,
+         ("pessimistic", ">="): 0, ("pessimistic", "<="): 1}
+
+
+def compared(gate_on: str, op: str, value: float | None, interval: list[float] | None,
+             rows: float, below_rows: int | None) -> tuple[str, float | None, str]:
+    """(what is compared, its value, note) for a check: the point value, or the end of the 95%
+    interval that ``gate_on`` names (for ``op``) when the check is on fewer than ``below_rows``
+    rows (None: any). A check that should use the interval but has none compares the point."""
+    if gate_on == POINT or value is None or (below_rows is not None and rows >= below_rows):
+        return POINT, value, ""
+    if interval is None:
+        return POINT, value, "no confidence interval for this value: point value compared"
+    end = _ENDS[(gate_on, op)]
+    return (f"{'upper' if end else 'lower'} end of the 95% interval ({gate_on})", interval[end],
+            "")
+
+
 def _check(kind: str, threshold: str, dataset: str, slice_: str, metric: str, value, bound,
-           op: str, gated: bool = True, note: str = "") -> dict[str, Any]:
+           op: str, gated: bool = True, note: str = "", interval: list[float] | None = None,
+           rows: float = 0.0, rule: tuple[str, int | None] = (POINT, None)) -> dict[str, Any]:
     passed = None
-    if gated and value is not None:
-        passed = value >= bound if op == ">=" else value <= bound
+    what, cmp_value, cmp_note = compared(rule[0], op, value, interval, rows, rule[1])
+    if gated and cmp_value is not None:
+        passed = cmp_value >= bound if op == ">=" else cmp_value <= bound
+        note = "; ".join(n for n in (note, cmp_note) if n)
     elif gated and value is None:
         note = note or f"{metric} undefined on this slice: not gated"
     return {"kind": kind, "threshold": threshold, "dataset": dataset, "slice": slice_,
             "metric": metric, "value": value, "bound": bound, "op": op, "passed": passed,
-            "note": note}
+            "note": note, "interval": interval, "compared": what, "compared_value": cmp_value}
 
 
 def _reason(c: dict[str, Any]) -> str:
     where = "overall" if c["slice"] == "overall" else f"slice {c['slice']}"
     bad = "<" if c["op"] == ">=" else ">"
-    return (f"{c['dataset']}: {where}: {c['metric']} {c['value']:.4f} {bad} {c['bound']:.4f} "
-            f"({c['threshold']})")
+    value = f"{c['metric']} {c['value']:.4f}"
+    if c.get("interval"):
+        value += " [{:.4f}, {:.4f}]".format(*c["interval"])
+    if c.get("compared", POINT) != POINT:
+        value += f": {c['compared']} {c['compared_value']:.4f}"
+    return f"{c['dataset']}: {where}: {value} {bad} {c['bound']:.4f} ({c['threshold']})"
+
+
+def _interval(row: dict[str, Any], metric: str) -> list[float] | None:
+    ci = (row.get("intervals") or {}).get("candidate", {}).get(metric)
+    return [float(ci[0]), float(ci[1])] if ci else None
 
 
 def _undefined(row: dict[str, Any], model: str, metric: str) -> str:
@@ -96,6 +139,7 @@ def decide(cfg: PipelineConfig, rows: list[dict[str, Any]], thresholds: dict | N
         return False, [f"no thresholds configured for pipeline {cfg.name!r} "
                        "(evaluation.thresholds): a model is never blessed without gates"], []
     min_size = cfg.evaluation.min_slice_size
+    rule = (cfg.evaluation.gate_on, cfg.evaluation.interval_below_rows)
     gates = [g for g in GATES[cfg.task] if thresholds.get(g.name) is not None]
     checks: list[dict[str, Any]] = []
     for row in rows:
@@ -107,13 +151,15 @@ def decide(cfg: PipelineConfig, rows: list[dict[str, Any]], thresholds: dict | N
             value = cand.get(g.metric)
             if g.scope == "overall" and overall:
                 checks.append(_check("value", g.name, row["dataset"], "overall", g.metric, value,
-                                     bound, g.op, note=_undefined(row, "candidate", g.metric)))
+                                     bound, g.op, note=_undefined(row, "candidate", g.metric),
+                                     interval=_interval(row, g.metric), rows=count, rule=rule))
             elif g.scope == "slice" and not overall:
                 small = count < min_size
                 note = (f"{count:.0f} examples < min_slice_size {min_size}: reported, not gated"
                         if small else _undefined(row, "candidate", g.metric))
                 checks.append(_check("value", g.name, row["dataset"], row["name"], g.metric,
-                                     value, bound, g.op, gated=not small, note=note))
+                                     value, bound, g.op, gated=not small, note=note,
+                                     interval=_interval(row, g.metric), rows=count, rule=rule))
             elif g.scope == "change" and overall:
                 # >=: the largest drop allowed (delta >= -bound); <=: the largest increase.
                 limit = -bound if g.op == ">=" else bound
@@ -130,7 +176,9 @@ def decide(cfg: PipelineConfig, rows: list[dict[str, Any]], thresholds: dict | N
                 delta = (value - base[g.metric] if value is not None
                          and base.get(g.metric) is not None else None)
                 checks.append(_check("change", g.name, row["dataset"], "overall", metric, delta,
-                                     limit, g.op, note=note))
+                                     limit, g.op, note=note,
+                                     interval=_interval(row, f"{g.metric}_change"), rows=count,
+                                     rule=rule))
     checks += _fairness_checks(cfg, rows, thresholds.get(FAIRNESS_GATE))
     failed = [c for c in checks if c["passed"] is False]
     judged = [c for c in checks if c["passed"] is not None]

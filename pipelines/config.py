@@ -323,6 +323,15 @@ class Evaluation(_Strict):
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="gates of the task type (config.GATES); none: never blessed")
     fairness: Fairness | None = None
+    # issue 11: gates that do not flip on noise (binary: 95% bootstrap intervals, eval_tfma).
+    gate_on: Literal["point", "optimistic", "pessimistic"] = Field(
+        "point", description="what a gate compares with its bound: the point value; optimistic: "
+        "the end of the metric's 95% interval best for the candidate (a floor's upper end: fails "
+        "only when the whole interval violates the bound); pessimistic: the worst end (passes "
+        "only when the whole interval meets it). Binary tasks only; fairness uses the point")
+    interval_below_rows: int | None = Field(
+        None, ge=1, description="with gate_on optimistic/pessimistic: only checks on fewer rows "
+        "than this compare the interval's end (larger slices and overall the point); none: all")
     override_bounds: dict[str, tuple[float, float]] = Field(
         default_factory=dict,
         description="threshold name -> (low, high) a manual trigger may set it to",
@@ -549,6 +558,13 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
             problems.append(f"evaluation.thresholds.{gate.name}: {value} is negative")
         elif gate.metric == "r2" and value > 1:
             problems.append(f"evaluation.thresholds.{gate.name}: {value} is above 1")
+    if ev.gate_on != "point" and label.task != "binary":  # issue 11
+        problems.append(f"evaluation.gate_on: {ev.gate_on!r} needs confidence intervals, which "
+                        f"the evaluate step computes for binary tasks only (this is "
+                        f"{label.task}): use gate_on: point")
+    if ev.interval_below_rows is not None and ev.gate_on == "point":
+        problems.append("evaluation.interval_below_rows: has no effect with gate_on: point; set "
+                        "gate_on: optimistic (or pessimistic), or remove it")
     if ev.fairness is not None:
         fair = ev.fairness
         if fair.feature not in sliceable:

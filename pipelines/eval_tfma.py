@@ -10,6 +10,8 @@ the TFRecords gets extra columns before TFMA sees it (:func:`add_columns`):
   metrics of both datasets (TFMA's fixed cost is paid once);
 * one column per ``evaluation.slice_features`` entry: the raw column bucketed by its boundaries
   (``<25``, ``25-34``, ..., ``65+``; ``missing`` for a missing value of a nullable column);
+* ``__example_key``: a 64-bit hash of the serialized example, the key of the Poisson bootstrap
+  behind the binary confidence intervals (the same weights for every model, slice and run);
 * ``__label``: what TFMA compares the predictions with, per task (:func:`encode_labels`): binary 0/1
   (1 for ``label.positive_class``, compared in the column's own type), multiclass the class index
   in ``label.classes`` order, regression the float value. A value outside the classes raises.
@@ -40,10 +42,12 @@ from pipelines.config import PipelineConfig
 # Internal column names (dunder: no config column can be called that by accident).
 LABEL_KEY = "__label"
 DATASET_KEY = "__dataset"
+EXAMPLE_KEY = "__example_key"  # int64 hash of the serialized example: the bootstrap's resampling key
 MISSING_BUCKET = "missing"
 CANDIDATE = "candidate"
 BASELINE = "baseline"
 CALIBRATION_BUCKETS = 10
+BOOTSTRAP_SAMPLES = 100  # Poisson replicates behind each 95% interval (binary)
 PLOT_THRESHOLDS = 1000
 REGRESSION_PLOT_BUCKETS = 12
 CUSTOM_METRICS_MODULE = "pipelines.tfma_metrics"
@@ -215,7 +219,9 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
             class_name="BinaryStats", module=CUSTOM_METRICS_MODULE,
             config=json.dumps({"decision_threshold": cfg.evaluation.decision_threshold,
                                "calibration_buckets": CALIBRATION_BUCKETS,
-                               "plot_thresholds": PLOT_THRESHOLDS}))]
+                               "plot_thresholds": PLOT_THRESHOLDS,
+                               "bootstrap_key": EXAMPLE_KEY,
+                               "bootstrap_samples": BOOTSTRAP_SAMPLES}))]
     elif task == "multiclass":
         metrics = [config_pb2.MetricConfig(class_name="ExampleCount"),
                    config_pb2.MetricConfig(class_name="MulticlassStats",
@@ -242,9 +248,19 @@ def eval_config(cfg: PipelineConfig, with_baseline: bool):
     )
 
 
+def example_keys(records: list[bytes]) -> list[int]:
+    """The bootstrap key of each serialized example: the first 8 bytes of its BLAKE2b, as int64."""
+    import hashlib
+
+    return [int.from_bytes(hashlib.blake2b(r, digest_size=8).digest(), "little", signed=True)
+            for r in records]
+
+
 def add_columns(cfg: PipelineConfig, dataset: str):
-    """A function that appends the dataset, slice feature and label columns to a record batch."""
+    """A function that appends the dataset, slice feature, example key and label columns to a
+    record batch (the batch must hold TFMA's raw record column)."""
     import pyarrow as pa
+    import tensorflow_model_analysis as tfma
 
     features = [(name, f.column, list(f.boundaries), cfg.column(f.column))
                 for name, f in cfg.evaluation.slice_features.items()]
@@ -259,6 +275,13 @@ def add_columns(cfg: PipelineConfig, dataset: str):
             extra[name] = pa.array([[b.encode()] for b in
                                     bucketize(raw, boundaries, col.type == "int")],
                                    pa.list_(pa.binary()))
+        raw_i = batch.schema.get_field_index(tfma.ARROW_INPUT_COLUMN)
+        if raw_i >= 0:
+            keys = example_keys(batch.column(raw_i).to_pylist())
+        else:  # no serialized record (a batch built in memory): the row's values as the key
+            keys = example_keys([repr(r).encode() for r in
+                                 zip(*(c.to_pylist() for c in batch.columns), strict=True)])
+        extra[EXAMPLE_KEY] = pa.array([[k] for k in keys], pa.list_(pa.int64()))
         labels = encode_labels(cfg, _column(batch, label_col, False, dataset))
         extra[LABEL_KEY] = pa.array([[v] for v in labels], pa.list_(label_type))
         return pa.RecordBatch.from_arrays(list(batch.columns) + list(extra.values()),
@@ -456,9 +479,26 @@ def _raw_metrics(output_path: Path):
         yield dataset, features, per_model
 
 
+def intervals(raw: dict[str, Any], metrics: dict[str, Any]) -> dict[str, list[float]]:
+    """The 95% bootstrap interval [low, high] of each metric that has one and is defined on the
+    slice (our names; ``auc_change``: candidate minus baseline, paired), from ``<name>_ci``."""
+    out: dict[str, list[float]] = {}
+    names = {**BINARY_METRIC_NAMES, "auc_change": "auc_change"}
+    for tfma_name, ours in names.items():
+        ci = raw.get(f"{tfma_name}_ci")
+        if ci is None or (ours != "auc_change" and metrics.get(ours) is None):
+            continue
+        lo, hi = (float(x) for x in ci.ravel()[:2])
+        if _finite(lo) and _finite(hi):
+            out[ours] = [lo, hi]
+    return out
+
+
 def load_rows(cfg: PipelineConfig, output_path: Path) -> list[dict[str, Any]]:
     """TFMA's metrics as rows: dataset, slice, per model a dict of our metric names (None where
-    undefined), and ``undefined``: per model, metric -> why it is undefined on this slice."""
+    undefined), ``undefined``: per model, metric -> why it is undefined on this slice, and (binary)
+    ``intervals``: per model, metric -> 95% bootstrap interval [low, high] (``auc_change``: the
+    candidate's AUC minus production's)."""
     rows = []
     for dataset, features, per_model in _raw_metrics(output_path):
         row: dict[str, Any] = {"dataset": dataset, "spec": sorted(features), "slice": features,
@@ -467,6 +507,9 @@ def load_rows(cfg: PipelineConfig, output_path: Path) -> list[dict[str, Any]]:
             row[model], why = derive(cfg, raw)
             if why:
                 row["undefined"][model] = why
+            ci = intervals(raw, row[model])
+            if ci:
+                row.setdefault("intervals", {})[model] = ci
         rows.append(row)
     order = {tuple(sorted(s)): i for i, s in enumerate(cfg.evaluation.slices)}
     rows.sort(key=lambda r: (r["dataset"], order.get(tuple(r["spec"]), 99), r["name"]))

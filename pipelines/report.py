@@ -106,7 +106,9 @@ def _metric(row: dict[str, Any], model: str, key: str, notes: _Notes) -> str:
     """A metric cell: the value, "undefined" with its reason, or – when not computed."""
     value = (row.get(model) or {}).get(key)
     if value is not None:
-        return _fmt(value)
+        ci = (row.get("intervals") or {}).get(model, {}).get(key)  # issue 11: 95% bootstrap
+        return _fmt(value) + (f" <small class='ci'>[{_fmt(ci[0], 3)}, {_fmt(ci[1], 3)}]</small>"
+                              if ci else "")
     why = (row.get("undefined") or {}).get(model, {}).get(key)
     return notes.cell(why) if why else "–"
 
@@ -324,6 +326,10 @@ def _checks(record: dict[str, Any]) -> list[str]:
     for c in record["checks"]:
         state = {True: "pass", False: "FAIL", None: "not gated"}[c["passed"]]
         value = _fmt(c["value"])
+        if c.get("interval"):  # issue 11: the 95% interval, and the number the gate compared
+            value += f" [{_fmt(c['interval'][0])}, {_fmt(c['interval'][1])}]"
+            if c.get("compared", "point") != "point":
+                value += f"<br><small>{esc(c['compared'])}: {_fmt(c['compared_value'])}</small>"
         if c["value"] is None and "undefined" in c["note"]:
             value = f"<span class='undef' title='{esc(c['note'], quote=True)}'>undefined</span>"
         out.append(f"<tr class='{'fail' if c['passed'] is False else ''}'><td class='l'>{state}"
@@ -339,7 +345,7 @@ def _checks(record: dict[str, Any]) -> list[str]:
 def _slice_table(record: dict[str, Any], task: str, notes: _Notes) -> list[str]:
     cols = COLUMNS[task]
     failed = {(c["dataset"], c["slice"]) for c in record["checks"] if c["passed"] is False}
-    out = ["<h2>Metrics per slice: candidate (baseline, delta)</h2><table id='slices'>"
+    out = ["<h2>Metrics per slice: candidate [95% interval] (baseline, delta)</h2><table id='slices'>"
            "<tr><th>dataset</th><th>slice</th>"
            + "".join(f"<th>{esc(label)}</th>" for _, label in cols) + "</tr>"]
     for r in record["rows"]:

@@ -30,6 +30,19 @@ leaves the worker, so memory per (slice, model) is bounded whatever the row coun
 threshold metrics, means, calibration and log loss are exact; AUC, AUC-PR and the plots come from
 the histogram (TFMA's stock AUC also sums over 10,000 thresholds: the two agree to the bucket
 width, tests/eval/test_fused_metrics.py).
+
+Confidence intervals come from the same pass (a Poisson bootstrap, issue 11 item 2): every example
+carries a 64-bit key (``bootstrap_key``, a hash of its serialized record that
+:func:`pipelines.eval_tfma.add_columns` adds), and replicate ``b`` weighs it by a Poisson(1) draw
+derived from (key, b) alone (:func:`poisson_weights`, splitmix64), so the weights are the same for
+every model, every slice and every run on the same rows: candidate and baseline are resampled
+together (the AUC change vs production gets a paired interval) and a retrain on identical data sees
+the same resamples. Per replicate the combiner keeps the weighted confusion counts at the decision
+threshold (exact) and a weighted histogram of ``BOOT_BUCKETS`` logit-spaced score buckets (AUC).
+The 95% interval is the 2.5 / 97.5 percentile of the replicates (``<metric>_ci``: [low, high]);
+for AUC the replicates come from the coarser histogram, so the interval is shifted by the point
+AUC's difference to that histogram's own AUC. Rows with identical bytes share a key (and a
+weight), which a bootstrap over distinct records accepts.
 """
 
 from __future__ import annotations
@@ -48,6 +61,16 @@ LOG_EPSILON = 1e-15
 REGRESSION = "regression"
 AUC_BINS = 10_000
 EPSILON = 1e-7
+BOOTSTRAP_SAMPLES = 100
+BOOT_BUCKETS = 200
+BOOT_LOGIT_RANGE = 9.0  # buckets span logit(p) in [-9, 9] (p ~ 1e-4 .. 1 - 1e-4); beyond: ends
+CI_LEVEL = 0.95
+# A replicate without both classes (or nothing predicted positive) has no value; an interval from
+# fewer than this share of replicates with a value is not given.
+CI_MIN_DEFINED = 0.9
+# Poisson(1) CDF: weight k for a uniform u in [CDF[k-1], CDF[k]); P(weight > 9) < 1.2e-7 is 9.
+_POISSON_CDF = np.cumsum([math.exp(-1) / math.factorial(k) for k in range(9)])
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 # Value bins shared by the regression histograms: log-uniform in |x| (BINS_PER_DECADE per decade
 # from 10**MIN_EXP to 10**MAX_EXP), mirrored for negatives, one bin for |x| < 10**MIN_EXP. Scale
 # free, so a fixed grid fits any target; the report merges them into a few readable buckets.
@@ -218,11 +241,15 @@ class _BinaryCombiner(beam.CombineFn):
 
     def __init__(self, keys: dict[str, dict[str, Any]], eval_config, models: list[str],
                  output_name: str, decision_threshold: float, num_buckets: int,
-                 calibration_buckets: int, plot_thresholds: int):
+                 calibration_buckets: int, plot_thresholds: int, bootstrap_key: str = "",
+                 bootstrap_samples: int = 0, baseline: str | None = None):
         self.keys, self.eval_config, self.models = keys, eval_config, models
         self.output_name = output_name
         self.threshold, self.num_buckets = decision_threshold, num_buckets
         self.calibration_buckets, self.plot_thresholds = calibration_buckets, plot_thresholds
+        self.bootstrap_key = bootstrap_key
+        self.samples = bootstrap_samples if bootstrap_key else 0
+        self.baseline = baseline
         self._pred_keys: dict[str, str | None] | None = None
 
     def _prediction_keys(self) -> dict[str, str | None]:
@@ -233,12 +260,26 @@ class _BinaryCombiner(beam.CombineFn):
         return self._pred_keys
 
     def create_accumulator(self):
-        # per model: [label list, score list, sums (N_SUMS) or None, histogram (3 x B) or None]
-        return {m: [[], [], None, None] for m in self.models}
+        # [example keys, per model: [labels, scores, sums (N_SUMS), histogram (3 x B),
+        #  replicate confusion counts (R x 4), replicate histograms (R x 2 x BOOT_BUCKETS)]];
+        # arrays None until the first flush. R = 1 + samples: row 0 weighs every example 1.
+        return [[], {m: [[], [], None, None, None, None] for m in self.models}]
+
+    def _example_key(self, element) -> int:
+        features = element.get("features") or {}
+        value = features.get(self.bootstrap_key)
+        if value is None:
+            raise ValueError(f"binary: the examples have no {self.bootstrap_key!r} feature, the "
+                             "bootstrap key of the confidence intervals (eval_tfma.add_columns "
+                             "adds it; set bootstrap_key to '' to compute no interval)")
+        return int(np.ravel(value)[0])
 
     def add_input(self, acc, element):
         keys = self._prediction_keys()
         labels, preds = element.get("labels"), element.get("predictions")
+        if self.samples:
+            acc[0].append(self._example_key(element))
+        per_model = acc[1]
         for m in self.models:
             y = _lookup(labels, m, self.output_name, None)
             p = _lookup(preds, m, self.output_name, keys[m])
@@ -246,16 +287,28 @@ class _BinaryCombiner(beam.CombineFn):
                 ((y, p, _),) = metric_util.to_label_prediction_example_weight(
                     element, eval_config=self.eval_config, model_name=m,
                     output_name=self.output_name, flatten=False, squeeze=False)
-            a = acc[m]
+            a = per_model[m]
             a[0].append(_scalar(y, "label"))
             a[1].append(_scalar(p, f"prediction of model {m or 'candidate'}"))
-            if len(a[0]) >= FLUSH_EVERY:
-                self._flush(a)
+        if len(per_model[self.models[0]][0]) >= FLUSH_EVERY:
+            self._flush(acc)
         return acc
 
-    def _flush(self, a) -> None:
-        if not a[0]:
+    def _flush(self, acc) -> None:
+        n = len(acc[1][self.models[0]][0])
+        if not n:
             return
+        weights = None
+        if self.samples:
+            w = np.empty((1 + self.samples, n))
+            w[0] = 1.0
+            w[1:] = poisson_weights(np.asarray(acc[0], dtype=np.int64), self.samples).T
+            weights = w
+            acc[0] = []
+        for a in acc[1].values():
+            self._fold(a, weights)
+
+    def _fold(self, a, weights) -> None:
         y = np.asarray(a[0], dtype=np.float64)
         p = np.asarray(a[1], dtype=np.float64)
         a[0], a[1] = [], []
@@ -265,47 +318,92 @@ class _BinaryCombiner(beam.CombineFn):
         q = np.clip(p, LOG_EPSILON, 1.0 - LOG_EPSILON)
         positive = p > self.threshold
         is_pos = y > 0.5
+        cells = np.stack([positive & is_pos, positive & ~is_pos, ~positive & ~is_pos,
+                          ~positive & is_pos], axis=1).astype(np.float64)
         a[2] += (y.size, y.sum(), p.sum(), float(-(y * np.log(q) + (1 - y) * np.log(1 - q)).sum()),
-                 np.count_nonzero(positive & is_pos), np.count_nonzero(positive & ~is_pos),
-                 np.count_nonzero(~positive & ~is_pos), np.count_nonzero(~positive & is_pos))
+                 *cells.sum(axis=0))
         b = np.clip((p * self.num_buckets).astype(np.int64), 0, self.num_buckets - 1)
         a[3][0] += np.bincount(b, minlength=self.num_buckets)
         a[3][1] += np.bincount(b, weights=y, minlength=self.num_buckets)
         a[3][2] += np.bincount(b, weights=p, minlength=self.num_buckets)
+        if weights is None:
+            return
+        if a[4] is None:
+            a[4] = np.zeros((weights.shape[0], 4))
+            a[5] = np.zeros((weights.shape[0], 2, BOOT_BUCKETS))
+        # Weighted counts per (replicate, cell) and (replicate, bucket) with bincount over the
+        # flattened (replicate, example) grid: no BLAS (its threads stall on a loaded machine).
+        reps = weights.shape[0]
+        offset = np.arange(reps)[:, None]
+        cell = np.argmax(cells, axis=1)
+        a[4] += np.bincount((offset * 4 + cell[None, :]).ravel(), weights=weights.ravel(),
+                            minlength=reps * 4).reshape(reps, 4)
+        idx = (offset * (2 * BOOT_BUCKETS) + boot_bucket(p)[None, :]).ravel()
+        w = weights.ravel()
+        a[5] += (np.bincount(idx, weights=w, minlength=reps * 2 * BOOT_BUCKETS)
+                 + np.bincount(idx + BOOT_BUCKETS, weights=w * np.tile(is_pos, reps),
+                               minlength=reps * 2 * BOOT_BUCKETS)).reshape(reps, 2, BOOT_BUCKETS)
 
     def compact(self, acc):
         # Small buffers travel as they are (cheaper to pickle than a histogram); big ones folded.
-        for a in acc.values():
-            if len(a[0]) >= FLUSH_EVERY // 4:
-                self._flush(a)
+        if len(acc[1][self.models[0]][0]) >= FLUSH_EVERY // 4:
+            self._flush(acc)
         return acc
 
     def merge_accumulators(self, accumulators):
         it = iter(accumulators)
         result = next(it)
         for acc in it:
-            for m, a in acc.items():
-                r = result[m]
+            result[0].extend(acc[0])
+            for m, a in acc[1].items():
+                r = result[1][m]
                 r[0].extend(a[0])
                 r[1].extend(a[1])
-                if a[2] is not None:
-                    if r[2] is None:
-                        r[2], r[3] = a[2].copy(), a[3].copy()
-                    else:
-                        r[2] += a[2]
-                        r[3] += a[3]
-                if len(r[0]) >= FLUSH_EVERY:
-                    self._flush(r)
+                for i in (2, 3, 4, 5):
+                    if a[i] is not None:
+                        if r[i] is None:
+                            r[i] = a[i].copy()
+                        else:
+                            r[i] += a[i]
+            if len(result[1][self.models[0]][0]) >= FLUSH_EVERY:
+                self._flush(result)
         return result
 
     def extract_output(self, acc):
+        self._flush(acc)
         out: dict[Any, Any] = {}
-        for m, a in acc.items():
-            self._flush(a)
+        replicates: dict[str, tuple[float, np.ndarray] | None] = {}
+        for m, a in acc[1].items():
             if a[2] is None:
                 a[2], a[3] = np.zeros(self.N_SUMS), np.zeros((3, self.num_buckets))
-            out.update(self._metrics(self.keys[m], a[2], a[3]))
+            metrics = self._metrics(self.keys[m], a[2], a[3])
+            out.update(metrics)
+            if self.samples:
+                replicates[m] = self._intervals(self.keys[m], a, out, metrics)
+        if self.samples and self.baseline in replicates:
+            base = replicates[self.baseline]
+            for m, rep in replicates.items():
+                if m == self.baseline or rep is None or base is None:
+                    continue
+                # paired: both models' replicates weigh the same examples alike
+                shift = ((rep[0] - base[0]) - (rep[1][0] - base[1][0]))
+                out[self.keys[m]["auc_change_ci"]] = percentile_interval(
+                    rep[1][1:] - base[1][1:], shift)
         return out
+
+    def _intervals(self, keys, a, out, metrics) -> tuple[float, np.ndarray] | None:
+        """Writes every ``<metric>_ci``; returns (point AUC, replicate AUCs incl. row 0)."""
+        if a[4] is None:
+            for name in CI_METRICS:
+                out[keys[f"{name}_ci"]] = np.array([np.nan, np.nan])
+            return None
+        for name, reps in threshold_metrics(a[4][1:]).items():
+            out[keys[f"{name}_ci"]] = percentile_interval(reps)
+        hist = a[5]
+        aucs = auc_from_histograms(hist[:, 1], hist[:, 0] - hist[:, 1])
+        point = float(metrics[keys["auc"]])
+        out[keys["auc_ci"]] = percentile_interval(aucs[1:], point - aucs[0])
+        return point, aucs
 
     def _metrics(self, keys, sums, hist) -> dict[Any, Any]:
         n, sy, sp, sll, tp, fp, tn, fn = (float(x) for x in sums)
@@ -364,6 +462,71 @@ class _BinaryCombiner(beam.CombineFn):
         return out
 
 
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """splitmix64's finalizer on uint64 arrays (wrapping arithmetic): a fixed, well-mixed hash."""
+    z = x.copy()
+    z ^= z >> np.uint64(30)
+    z *= np.uint64(0xBF58476D1CE4E5B9)
+    z ^= z >> np.uint64(27)
+    z *= np.uint64(0x94D049BB133111EB)
+    z ^= z >> np.uint64(31)
+    return z
+
+
+def poisson_weights(keys, samples: int) -> np.ndarray:
+    """(len(keys), samples) Poisson(1) weights: entry (i, b) depends on keys[i] and b only.
+
+    ``keys`` are int64 or uint64 (the example keys); the same key gets the same row of weights in
+    every call, model, slice and process.
+    """
+    k = np.asarray(keys).astype(np.int64, copy=False).view(np.uint64)
+    with np.errstate(over="ignore"):
+        x = k[:, None] + np.arange(1, samples + 1, dtype=np.uint64)[None, :] * _GOLDEN
+        u = (_splitmix64(x) >> np.uint64(11)).astype(np.float64) * (1.0 / (1 << 53))
+    return np.searchsorted(_POISSON_CDF, u, side="right").astype(np.float64)
+
+
+def boot_bucket(p: np.ndarray, buckets: int = BOOT_BUCKETS) -> np.ndarray:
+    """Bucket of each score on a logit-spaced grid (monotone in p: a histogram AUC stays valid)."""
+    q = np.clip(p, 1e-12, 1.0 - 1e-12)
+    z = np.log(q) - np.log1p(-q)
+    i = ((z + BOOT_LOGIT_RANGE) * (buckets / (2 * BOOT_LOGIT_RANGE))).astype(np.int64)
+    return np.clip(i, 0, buckets - 1)
+
+
+def auc_from_histograms(pos: np.ndarray, neg: np.ndarray) -> np.ndarray:
+    """ROC AUC of each row of per-bucket positive and negative weights (ascending score buckets;
+    ties in a bucket count half); NaN where a row lacks positives or negatives."""
+    p, n = pos.sum(axis=-1), neg.sum(axis=-1)
+    below = np.cumsum(neg, axis=-1) - neg
+    with np.errstate(divide="ignore", invalid="ignore"):
+        auc = (pos * (below + 0.5 * neg)).sum(axis=-1) / (p * n)
+    return np.where((p > 0) & (n > 0), auc, np.nan)
+
+
+def threshold_metrics(conf: np.ndarray) -> dict[str, np.ndarray]:
+    """TFMA's threshold metrics from confusion counts (..., 4) = tp, fp, tn, fn (NaN: undefined)."""
+    tp, fp, tn, fn = (conf[..., i] for i in range(4))
+    n = tp + fp + tn + fn
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {"binary_accuracy": (tp + tn) / n, "precision": tp / (tp + fp),
+                "recall": tp / (tp + fn), "f1_score": 2 * tp / (2 * tp + fp + fn),
+                "fpr": fp / (fp + tn), "fnr": fn / (fn + tp),
+                "predicted_positive_rate": (tp + fp) / n}
+
+
+def percentile_interval(replicates: np.ndarray, shift: float = 0.0,
+                        level: float = CI_LEVEL) -> np.ndarray:
+    """[low, high] percentile interval of the replicates (NaN ones dropped), moved by ``shift``;
+    [NaN, NaN] when fewer than CI_MIN_DEFINED of them have a value."""
+    r = np.asarray(replicates, dtype=np.float64)
+    ok = r[np.isfinite(r)]
+    if not r.size or ok.size < CI_MIN_DEFINED * r.size or not math.isfinite(shift):
+        return np.array([np.nan, np.nan])
+    tail = 100 * (1 - level) / 2
+    return np.percentile(ok, [tail, 100 - tail]) + shift
+
+
 def _div(a: float, b: float, default: float = float("nan")) -> float:
     return a / b if b else default
 
@@ -394,44 +557,70 @@ _BINARY_METRICS = ("example_count", "auc", "auc_precision_recall", "binary_accur
                    "recall", "f1_score", "fpr", "fnr", "predicted_positive_rate", "calibration",
                    "mean_label", "mean_prediction", "binary_crossentropy")
 _BINARY_PLOTS = ("confusion_matrix_plot", "calibration_plot")
+# Metrics with a bootstrap interval (key ``<name>_ci``), plus ``auc_change_ci`` (vs the baseline).
+CI_METRICS = ("auc", "binary_accuracy", "precision", "recall", "f1_score", "fpr", "fnr",
+              "predicted_positive_rate")
 
 
 class BinaryStats(metric_types.Metric):
     """Every audited binary metric and plot, for every model, in one combiner (TFMA's key names;
-    ``prefix`` prepends to them, for a run that also configures TFMA's stock metrics)."""
+    ``prefix`` prepends to them, for a run that also configures TFMA's stock metrics).
+
+    With a ``bootstrap_key`` (an int64 feature of every example) it also gives a 95% interval of
+    each metric of CI_METRICS (``<name>_ci``: [low, high]) from ``bootstrap_samples`` Poisson
+    replicates, and of the AUC change vs the baseline model (``auc_change_ci``)."""
 
     def __init__(self, name: str = BINARY, decision_threshold: float = 0.5,
                  num_buckets: int = AUC_BINS, calibration_buckets: int = 10,
-                 plot_thresholds: int = 1000, prefix: str = ""):
+                 plot_thresholds: int = 1000, prefix: str = "", bootstrap_key: str = "",
+                 bootstrap_samples: int = BOOTSTRAP_SAMPLES):
         if num_buckets % calibration_buckets or num_buckets % plot_thresholds:
             raise ValueError(f"BinaryStats: num_buckets ({num_buckets}) must be a multiple of "
                              f"calibration_buckets ({calibration_buckets}) and plot_thresholds "
                              f"({plot_thresholds})")
+        if bootstrap_key and not 20 <= int(bootstrap_samples) <= 10_000:
+            raise ValueError(f"BinaryStats: bootstrap_samples {bootstrap_samples} is outside "
+                             "20..10000 (a 95% interval needs at least 20 replicates)")
 
         def create(name: str = BINARY, eval_config=None, model_names=None, output_names=None,
                    decision_threshold=decision_threshold, num_buckets=num_buckets,
                    calibration_buckets=calibration_buckets, plot_thresholds=plot_thresholds,
-                   prefix=prefix) -> metric_types.MetricComputations:
+                   prefix=prefix, bootstrap_key=bootstrap_key,
+                   bootstrap_samples=bootstrap_samples) -> metric_types.MetricComputations:
             models = list(model_names or [""])
+            specs = eval_config.model_specs if eval_config is not None else []
+            baseline = next((s.name for s in specs if s.is_baseline and s.name in models), None)
+            intervals = [f"{k}_ci" for k in CI_METRICS] if bootstrap_key else []
             out = []
             for output_name in output_names or [""]:
-                keys = {m: {**{k: metric_types.MetricKey(name=prefix + k, model_name=m,
-                                                         output_name=output_name)
-                               for k in _BINARY_METRICS},
+                def metric_key(k, m, output_name=output_name):
+                    return metric_types.MetricKey(name=prefix + k, model_name=m,
+                                                  output_name=output_name)
+
+                keys = {m: {**{k: metric_key(k, m) for k in (*_BINARY_METRICS, *intervals)},
                             **{k: metric_types.PlotKey(name=prefix + k, model_name=m,
                                                        output_name=output_name)
                                for k in _BINARY_PLOTS}}
                         for m in models}
+                if bootstrap_key and baseline is not None:
+                    for m in models:
+                        if m != baseline:
+                            keys[m]["auc_change_ci"] = metric_key("auc_change_ci", m)
+                preprocessors = ([metric_types.FeaturePreprocessor(feature_keys=[bootstrap_key])]
+                                 if bootstrap_key else None)
                 out.append(metric_types.MetricComputation(
-                    keys=[k for per in keys.values() for k in per.values()], preprocessors=None,
+                    keys=[k for per in keys.values() for k in per.values()],
+                    preprocessors=preprocessors,
                     combiner=_BinaryCombiner(keys, eval_config, models, output_name,
                                              float(decision_threshold), int(num_buckets),
-                                             int(calibration_buckets), int(plot_thresholds))))
+                                             int(calibration_buckets), int(plot_thresholds),
+                                             bootstrap_key, int(bootstrap_samples), baseline)))
             return out
 
         super().__init__(create, name=name, decision_threshold=decision_threshold,
                          num_buckets=num_buckets, calibration_buckets=calibration_buckets,
-                         plot_thresholds=plot_thresholds, prefix=prefix)
+                         plot_thresholds=plot_thresholds, prefix=prefix,
+                         bootstrap_key=bootstrap_key, bootstrap_samples=bootstrap_samples)
 
 
 metric_types.register_metric(BinaryStats)

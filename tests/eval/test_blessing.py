@@ -226,3 +226,94 @@ def test_trigger_params_are_the_override_bounds_with_the_configured_values(multi
     p = resolve_params(multiclass_cfg, {"threshold_fairness_max_gap": 0.2}, dt.date(2026, 11, 20))
     assert blessing.effective_thresholds(multiclass_cfg, p["threshold_overrides"])[
         "fairness_max_gap"] == 0.2
+
+
+# --- gates on the 95% interval (evaluation.gate_on, interval_below_rows; issue 11) ---
+
+def _with_intervals(rows, age_ci=(0.80, 0.87), change_ci=None):
+    for r in rows:
+        auc = r["candidate"].get("auc")
+        if auc is not None:
+            ci = list(age_ci) if r["name"] == "age_bucket=65+" else [auc - 0.01, auc + 0.01]
+            r["intervals"] = {"candidate": {"auc": ci}}
+        if change_ci is not None and not r["slice"]:
+            r["intervals"]["candidate"]["auc_change"] = list(change_ci)
+    return rows
+
+
+def _gate_on(cfg, gate_on, below=None):
+    ev = cfg.evaluation.model_copy(update={"gate_on": gate_on, "interval_below_rows": below})
+    return cfg.model_copy(update={"evaluation": ev})
+
+
+def test_optimistic_gate_fails_a_slice_only_when_its_whole_interval_is_below(adult_cfg):
+    """age 65+ AUC 0.83 < 0.84 on the point, interval [0.80, 0.87]: noise, not a regression."""
+    th = blessing.effective_thresholds(adult_cfg, None)
+    rows = _with_intervals(_binary_rows(age_auc=0.83))
+    assert not blessing.decide(adult_cfg, rows, th, False)[0]  # point (the default): fails
+    cfg = _gate_on(adult_cfg, "optimistic")
+    blessed, reasons, checks = blessing.decide(cfg, rows, th, False)
+    assert blessed, reasons
+    c = next(c for c in checks if c["slice"] == "age_bucket=65+")
+    assert c["value"] == 0.83 and c["interval"] == [0.80, 0.87] and c["compared_value"] == 0.87
+    assert c["compared"].startswith("upper end") and c["passed"] is True
+    # a slice whose whole interval is below the floor still fails, and the reason says so
+    rows = _with_intervals(_binary_rows(age_auc=0.78), age_ci=(0.74, 0.83))
+    blessed, reasons, _ = blessing.decide(cfg, rows, th, False)
+    assert not blessed and reasons == [
+        "golden: slice age_bucket=65+: auc 0.7800 [0.7400, 0.8300]: upper end of the 95% "
+        "interval (optimistic) 0.8300 < 0.8400 (slice_auc_min)"]
+
+
+def test_pessimistic_gate_needs_the_whole_interval_above(adult_cfg):
+    th = blessing.effective_thresholds(adult_cfg, None)
+    rows = _with_intervals(_binary_rows(age_auc=0.86), age_ci=(0.82, 0.90))
+    assert blessing.decide(adult_cfg, rows, th, False)[0]
+    blessed, reasons, _ = blessing.decide(_gate_on(adult_cfg, "pessimistic"), rows, th, False)
+    assert not blessed and "lower end of the 95% interval (pessimistic) 0.8200" in reasons[0]
+
+
+def test_interval_below_rows_keeps_large_slices_on_the_point(adult_cfg):
+    th = blessing.effective_thresholds(adult_cfg, None)
+    rows = _with_intervals(_binary_rows(age_auc=0.83))  # the 65+ slice has 500 rows
+    _, _, checks = blessing.decide(_gate_on(adult_cfg, "optimistic", below=400), rows, th, False)
+    c = next(c for c in checks if c["slice"] == "age_bucket=65+")
+    assert c["compared"] == "point" and c["passed"] is False
+    _, _, checks = blessing.decide(_gate_on(adult_cfg, "optimistic", below=501), rows, th, False)
+    c = next(c for c in checks if c["slice"] == "age_bucket=65+")
+    assert c["compared"] != "point" and c["passed"] is True
+
+
+def test_change_gate_compares_the_paired_interval_and_a_missing_interval_is_said(adult_cfg):
+    th = blessing.effective_thresholds(adult_cfg, None)
+    cfg = _gate_on(adult_cfg, "optimistic")
+    # drop 0.01 > 0.005 on the point; the paired interval of the change [-0.02, 0.001] holds -0.005
+    rows = _with_intervals(_binary_rows(base=0.94), change_ci=(-0.02, 0.001))
+    assert not blessing.decide(adult_cfg, rows, th, True)[0]
+    blessed, reasons, checks = blessing.decide(cfg, rows, th, True)
+    assert blessed, reasons
+    c = next(c for c in checks if c["threshold"] == "auc_max_drop")
+    assert c["compared_value"] == 0.001 and c["interval"] == [-0.02, 0.001]
+    rows = _with_intervals(_binary_rows(base=0.94))  # no change interval: the point, with a note
+    blessed, _, checks = blessing.decide(cfg, rows, th, True)
+    c = next(c for c in checks if c["threshold"] == "auc_max_drop")
+    assert not blessed and c["compared"] == "point" and "no confidence interval" in c["note"]
+
+
+def test_gate_on_is_validated_with_a_clear_error():
+    from pipelines.config import ConfigError, parse_config
+    from tests.eval.conftest import adult_raw
+
+    raw = adult_raw()
+    raw["sample_data"] = None
+    raw["evaluation"]["gate_on"] = "upper"
+    with pytest.raises(ConfigError, match="gate_on"):
+        parse_config(raw)
+    raw["evaluation"]["gate_on"] = "point"
+    raw["evaluation"]["interval_below_rows"] = 500
+    with pytest.raises(ConfigError, match="interval_below_rows: has no effect"):
+        parse_config(raw)
+    with pytest.raises(ConfigError, match="binary tasks only"):
+        task_config("regression", gate_on="optimistic")
+    assert task_config("binary", gate_on="optimistic", interval_below_rows=500).evaluation.gate_on \
+        == "optimistic"

@@ -7,7 +7,8 @@ every row: their scores are features of the examples (TFMA's model-free path, pr
 logistic of real Adult columns, so the test needs no training. The rows and curves that
 eval_tfma.load_rows / load_curves build from each output (what blessing and the report read) must
 agree: counts and threshold metrics exactly, means and log loss to float precision, AUC and AUC-PR
-to the 10,000-bucket histogram's precision.
+to the 10,000-bucket histogram's precision. The fused run's bootstrap intervals (same pass) must
+hold the exact values and narrow as slices grow.
 """
 
 from __future__ import annotations
@@ -45,8 +46,10 @@ def _examples() -> list[bytes]:
     rows = [[c.strip() for c in ln.split(",")] for ln in lines[:ROWS]]
     a, b = _scores(rows)
     out = []
-    for r, sa, sb in zip(rows, a, b, strict=True):
-        f = {"__label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(r[14] == ">50K")])),
+    keys = eval_tfma.example_keys([",".join(r).encode() + b"#%d" % i for i, r in enumerate(rows)])
+    for r, sa, sb, key in zip(rows, a, b, keys, strict=True):
+        f = {eval_tfma.EXAMPLE_KEY: tf.train.Feature(int64_list=tf.train.Int64List(value=[key])),
+             "__label": tf.train.Feature(int64_list=tf.train.Int64List(value=[int(r[14] == ">50K")])),
              "__dataset": tf.train.Feature(bytes_list=tf.train.BytesList(value=[b"eval"])),
              "sex": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[9].encode()])),
              "race": tf.train.Feature(bytes_list=tf.train.BytesList(value=[r[8].encode()])),
@@ -193,3 +196,44 @@ def test_fused_auc_is_exact_to_the_bucket_width_on_small_lopsided_slices():
         fp = np.r_[np.cumsum(neg[::-1])[::-1], 0.0]
         # ties inside one 1e-4 bucket count half a pair: within two pairs of the exact value
         assert abs(_auc_roc(tp, fp, tp[0], fp[0]) - roc_auc_score(y, s)) <= 2 / (11 * 1078)
+
+
+def test_fused_intervals_hold_the_exact_values_and_narrow_with_rows(adult_cfg, outputs):
+    """Every AUC interval holds TFMA's stock AUC and the exact rank AUC of its slice; the interval
+    of the AUC change holds the change; widths shrink about as 1/sqrt(rows)."""
+    stock_dir, fused_dir = outputs
+    stock = {r["name"]: r for r in eval_tfma.load_rows(adult_cfg, stock_dir)}
+    fused = eval_tfma.load_rows(adult_cfg, fused_dir)
+    widths = []
+    for r in fused:
+        ci = r.get("intervals", {})
+        for model in (eval_tfma.CANDIDATE, eval_tfma.BASELINE):
+            auc = r[model]["auc"]
+            if auc is None:
+                assert "auc" not in ci.get(model, {})
+                continue
+            if "auc" not in ci.get(model, {}):  # too few of one class for 90% of replicates
+                assert r[model]["example_count"] * r[model]["mean_label"] < 5, r["name"]
+                continue
+            lo, hi = ci[model]["auc"]
+            assert lo <= auc <= hi and lo <= stock[r["name"]][model]["auc"] <= hi, (r["name"], model)
+            for m in ("accuracy", "recall", "fnr", "fpr"):
+                if r[model][m] is not None:
+                    assert ci[model][m][0] <= r[model][m] <= ci[model][m][1], (r["name"], m)
+            if model == eval_tfma.CANDIDATE and "auc_change" in ci[model]:
+                widths.append((r[model]["example_count"], hi - lo))
+                delta = auc - r[eval_tfma.BASELINE]["auc"]
+                assert ci[model]["auc_change"][0] <= delta <= ci[model]["auc_change"][1]
+    from sklearn.metrics import roc_auc_score
+
+    lines = [ln for ln in (RAW_DIR / "adult.data").read_text().splitlines() if ln.strip()]
+    rows = [[c.strip() for c in ln.split(",")] for ln in lines[:ROWS]]
+    exact = roc_auc_score([r[14] == ">50K" for r in rows], _scores(rows)[0])
+    overall = next(r for r in fused if not r["slice"])
+    lo, hi = overall["intervals"][eval_tfma.CANDIDATE]["auc"]
+    assert lo <= exact <= hi and 0.005 < hi - lo < 0.05
+    widths.sort()
+    assert len(widths) >= 4
+    (n_small, w_small), (n_big, w_big) = widths[0], widths[-1]
+    assert n_big == ROWS and n_small < ROWS / 10
+    assert w_small > 2 * w_big  # far fewer rows: a far wider interval
