@@ -237,8 +237,10 @@ def as_model(rows: list[dict[str, Any]], model: str) -> list[dict[str, Any]]:
     for r in rows:
         if model in r:
             undefined = (r.get("undefined") or {}).get(model)
+            intervals = (r.get("intervals") or {}).get(model)  # issue 11: gate_on uses them
             out.append({**r, "candidate": r[model],
-                        "undefined": {"candidate": undefined} if undefined else {}})
+                        "undefined": {"candidate": undefined} if undefined else {},
+                        "intervals": {"candidate": intervals} if intervals else {}})
     return out
 
 

@@ -317,3 +317,17 @@ def test_gate_on_is_validated_with_a_clear_error():
         task_config("regression", gate_on="optimistic")
     assert task_config("binary", gate_on="optimistic", interval_below_rows=500).evaluation.gate_on \
         == "optimistic"
+
+
+def test_monitor_judges_production_on_its_own_intervals(adult_cfg):
+    """monitor.as_model puts the judged model's intervals (not the shadow's) in the candidate place."""
+    from pipelines.monitor import as_model
+
+    row = _row("live", {"age_bucket": "65+"}, n=500, auc=0.83, base={"auc": 0.78})
+    row["intervals"] = {"candidate": {"auc": [0.80, 0.86]}, "baseline": {"auc": [0.74, 0.82]}}
+    cfg = _gate_on(adult_cfg, "optimistic")
+    th = blessing.effective_thresholds(cfg, None)
+    prod = as_model([row], "baseline")
+    assert prod[0]["intervals"] == {"candidate": {"auc": [0.74, 0.82]}}
+    _, _, checks = blessing.decide(cfg, prod, th, has_baseline=False)
+    assert checks[0]["compared_value"] == 0.82 and checks[0]["passed"] is False
