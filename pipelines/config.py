@@ -587,9 +587,6 @@ def reference_problems(cfg: PipelineConfig) -> list[str]:
                             "(set it under evaluation.thresholds or evaluation.fairness)")
         if low > high:
             problems.append(f"evaluation.override_bounds.{name}: low {low} > high {high}")
-    if cfg.promotion.policy == "approval":  # issue 12: refused, never silently promoted at once
-        problems.append(f"promotion.policy: {cfg.promotion.policy!r} is not enforced by the promote "
-                        "step yet: use auto or shadow")
     shadow_ok = SHADOW_METRICS[label.task]
     shadow_keys = [*shadow_ok, *(f"slice_{m}" for m in shadow_ok)]
     for name, margin in cfg.promotion.shadow_margins.items():  # issue 12

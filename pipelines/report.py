@@ -29,8 +29,8 @@ import uuid
 from pathlib import Path
 from typing import Any
 
+from pipelines import approval, store
 from pipelines import evaluate as evaluation_lib
-from pipelines import store
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext
 from pipelines.hashing import sha256_file
@@ -234,6 +234,8 @@ def _figures(record: dict[str, Any]) -> list[tuple[str, str]]:
 def _decision(record: dict[str, Any], promotion: dict[str, Any] | None
               ) -> tuple[str, str, list[str]]:
     """(css class, title, reasons) of the decision."""
+    if shown := approval.shown(promotion):  # approval policy: awaiting, rejected or timed out
+        return shown
     if promotion is not None:
         if promotion.get("shadow"):  # issue 12, policy shadow: judged live before production
             return ("ok", f"SHADOW CANDIDATE as version {promotion['version']} (production "
@@ -467,6 +469,7 @@ def render(record: dict[str, Any], promotion: dict[str, Any] | None = None) -> s
     out += _headline(record, task, notes)
     out += _worst(record, task, notes)
     out += _fairness(record)
+    out += approval.section(promotion)
     out.append("</section><section id='details'>")
     out += _checks(record)
     out += _slice_table(record, task, notes)

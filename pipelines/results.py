@@ -34,6 +34,7 @@ class ArtifactKind(StrEnum):
     AUDIT_REPORT = "AuditReport"
     PREDICTIONS = "Predictions"  # issue 12: batch scores of a monitored span
     MONITORING_RESULT = "MonitoringResult"
+    APPROVAL_DECISION = "ApprovalDecision"  # issue 12: a person's approve/reject (approval.py)
 
 
 class Artifact(TypedDict):
@@ -231,6 +232,7 @@ class Promoted(TypedDict):
     previous_version: int | None
     reasons: list[str]
     shadow: NotRequired[bool]  # issue 12: the version is the shadow candidate, not production
+    approval: NotRequired[dict[str, Any]]  # issue 12, policy approval: the decision (approval.py)
 
 
 class Reported(TypedDict):

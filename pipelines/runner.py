@@ -26,6 +26,7 @@ STEPS: dict[str, str] = {
     "rollback": "pipelines.registry:rollback_step",
     "monitor": "pipelines.monitor:monitor",  # issue 12
     "shadow": "pipelines.shadow:decide_step",  # issue 12: promote or drop the shadow
+    "approval": "pipelines.approval:record_decision",  # issue 12: approval policy
 }
 
 

@@ -100,6 +100,8 @@ def _runs_text(runs: dict[str, Any]) -> str:
         lines.append(f"{r['started']} {r['run_id']} [{r['triggered_by']}] {r['outcome']}"
                      + (f" version {r['version']}" if r["version"] else ""))
         lines += [f"    {why}" for why in r["why"]]
+        if (decided := r.get("approval")) and decided["reason"] not in r["why"]:
+            lines.append(f"    {decided['reason']}")  # issue 12: who approved, when
     return "\n".join(lines) or f"no runs of {runs['pipeline']} recorded"
 
 

@@ -161,6 +161,9 @@ def run_outcome(steps: dict[str, dict[str, Any]]) -> tuple[str, list[str]]:
     if promote and promote["status"] in (NOT_PROMOTED, COMPLETED):
         s = summary("promote")
         return "not_promoted", list(s.get("reasons") or [promote.get("error") or "not promoted"])
+    decided = summary("approval")  # issue 12, policy approval: a person's decision (approval.py)
+    if decided.get("outcome") in ("rejected", "timed_out"):
+        return "not_promoted", [decided.get("reason") or "not approved"]
     evaluate = steps.get("evaluate")
     if evaluate and summary("evaluate").get("blessed") is False:
         return "not_promoted", list(summary("evaluate").get("reasons") or ["not blessed"])
@@ -193,6 +196,10 @@ def list_runs(home: Path, pipeline: str, limit: int | None = None) -> dict[str, 
             "triggered_by": first["triggered_by"], "dag_id": first["dag_id"],
             "dag_run_id": first["dag_run_id"],
             "version": (latest.get("promote") or {}).get("summary", {}).get("version"),
+            "approval": {k: v for k, v in ((latest.get("approval") or {}).get("summary")
+                                           or {}).items()
+                         if k in ("outcome", "by", "at", "comment", "reason", "decision_uri")}
+                        or None,  # issue 12: who decided, when (policy approval)
             "steps": [{"step": x["step"], "status": x["status"], "execution": x["id"],
                        "try_number": x["try_number"], "started": x["started"],
                        "ended": x["ended"], "error": x["error"]} for x in execs],
