@@ -46,6 +46,9 @@ def airflow_env(airflow_home: Path, pipelines_home: Path, port: int | None = Non
     out = subprocess.run(["bash", "-c", "source scripts/airflow-env.sh && env -0"], env=base,
                          cwd=REPO_ROOT, capture_output=True, check=True, timeout=60)
     env = dict(item.split("=", 1) for item in out.stdout.decode().split("\0") if "=" in item)
+    for key in ("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
+                "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"):
+        env.setdefault(key, str(free_port()))  # 8793/8794 would clash with concurrent runs
     passwords = Path(airflow_home) / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
@@ -96,13 +99,18 @@ def corrupt_span(pipelines_home: Path, source: dt.date, day: dt.date) -> Path:
 
 
 class AirflowServices:
-    """API server, scheduler and DAG processor on loopback; stops only what it started."""
+    """API server, scheduler and DAG processor on loopback; stops only what it started.
+
+    ``triggerer=True`` also starts the triggerer, which deferred tasks need (deferrable sensors,
+    Airflow 3's HITL ApprovalOperator): without it a deferred task waits forever.
+    """
 
     NAMES = ("api-server", "scheduler", "dag-processor")
 
-    def __init__(self, env: dict[str, str], log_dir: Path):
+    def __init__(self, env: dict[str, str], log_dir: Path, triggerer: bool = False):
         self.env, self.log_dir = env, Path(log_dir)
         self.port = int(env["AIRFLOW_PORT"])
+        self.names = self.NAMES + (("triggerer",) if triggerer else ())
         self.procs: dict[str, subprocess.Popen] = {}
 
     def start(self, timeout: float = 180) -> AirflowServices:
@@ -112,8 +120,9 @@ class AirflowServices:
                            "--workers", "1"],
             "scheduler": ["airflow", "scheduler"],
             "dag-processor": ["airflow", "dag-processor"],
+            "triggerer": ["airflow", "triggerer"],
         }
-        for name in self.NAMES:
+        for name in self.names:
             log = open(self.log_dir / f"{name}.log", "w")  # noqa: SIM115 - closed by the child
             self.procs[name] = subprocess.Popen(cmds[name], env=self.env, cwd=REPO_ROOT, stdout=log,
                                                 stderr=subprocess.STDOUT, start_new_session=True)
@@ -137,6 +146,10 @@ class AirflowServices:
                 pass
             time.sleep(2)
         raise AssertionError(f"the API server did not answer on {url} within {timeout:.0f}s")
+
+    def explain(self, lines: int = 15) -> str:
+        """The last lines of every service's log, for an assertion message."""
+        return "\n".join(f"--- {n}\n{tail(self.log_dir / f'{n}.log', lines)}" for n in self.names)
 
     def stop(self) -> None:
         for p in self.procs.values():

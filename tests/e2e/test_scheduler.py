@@ -1,32 +1,25 @@
-"""End to end with the real scheduler: API server, scheduler and DAG processor on loopback.
+"""End to end with the real scheduler: the session's Airflow (tests/e2e/conftest.py, ``scheduler``).
 
 Triggers retrain_adult through the REST API (/api/v2, JWT from the simple auth manager) with params,
 then a run whose span holds corrupt data, then a 3-day backfill. Dates are relative to today so the
-runs are in the past whatever the clock says. Every process the test starts is stopped at the end.
+runs are in the past whatever the clock says. retrain_adult belongs to this module; it is paused
+again at the end.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import time
 
 import pytest
 
-from tests.e2e.harness import (
-    DAG_ID,
-    AirflowServices,
-    Api,
-    airflow_env,
-    corrupt_span,
-    production_alias,
-    run,
-    stage,
-    tail,
-)
+from pipelines.config import load_config
+from tests.e2e.harness import DAG_ID, corrupt_span, production_alias
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
 TODAY = dt.datetime.now(dt.UTC).date()
-END = TODAY - dt.timedelta(days=3)      # last good span; spans END-6 .. END are staged
+END = TODAY - dt.timedelta(days=3)      # last good span; the session stages spans END-6 .. END
 CORRUPT = TODAY - dt.timedelta(days=2)  # a span whose rows break the data contract
 BACKFILL = [END - dt.timedelta(days=d) for d in (3, 2, 1)]
 BACKFILL_WINDOW = 2  # each backfilled day trains on its own 2-span window: distinct snapshots
@@ -34,28 +27,33 @@ DOWNSTREAM_OF_VALIDATE = ["transform", "train", "evaluate", "is_blessed", "promo
 
 
 @pytest.fixture(scope="module")
-def airflow(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scheduler")
-    env = airflow_env(root / "airflow", root / "pipelines")
-    stage(env, END)
-    corrupt_span(root / "pipelines", END, CORRUPT)
-    run(["airflow", "db", "migrate"], env, log=root / "db-migrate.log")
-    services = AirflowServices(env, root / "logs")
+def airflow(scheduler):
+    assert scheduler.staged_end == END
+    corrupt_span(scheduler.home, END, CORRUPT)
+    scheduler.unpause(DAG_ID)
+    _fail_the_catch_up_run(scheduler.api)
     try:
-        services.start()
-        api = Api(services.port)
-        api.wait_for_dag(DAG_ID)
-        api.patch(f"/api/v2/dags/{DAG_ID}", {"is_paused": False})
-        yield {"api": api, "home": root / "pipelines", "services": services}
+        yield {"api": scheduler.api, "home": scheduler.home, "scheduler": scheduler}
     finally:
-        services.stop()
-        for p in services.procs.values():
-            assert p.poll() is not None
+        scheduler.pause(DAG_ID)
+
+
+def _fail_the_catch_up_run(api, timeout: float = 30) -> None:
+    """Unpaused, a @daily DAG without catchup starts today's run at once. Today's span is not
+    staged (the run would fail at ingest or wait for data) and, with max_active_runs=1, it would
+    hold up the runs this module triggers: it is marked failed as soon as it shows."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        runs = api.get(f"/api/v2/dags/{DAG_ID}/dagRuns?run_type=scheduled")["dag_runs"]
+        if runs:
+            for r in runs:
+                api.patch(f"/api/v2/dags/{DAG_ID}/dagRuns/{r['dag_run_id']}", {"state": "failed"})
+            return
+        time.sleep(1)
 
 
 def _explain(airflow) -> str:
-    logs = airflow["services"].log_dir
-    return "\n".join(f"--- {n}\n{tail(logs / f'{n}.log', 15)}" for n in AirflowServices.NAMES)
+    return airflow["scheduler"].explain()
 
 
 def test_backfill_of_three_days(airflow):
@@ -116,3 +114,25 @@ def test_corrupt_span_stops_at_validate(airflow):
     assert states["ingest"] == "success" and states["validate"] == "failed"
     assert all(states[t] in ("upstream_failed", None) for t in DOWNSTREAM_OF_VALIDATE), states
     assert production_alias(airflow["home"]) == before
+
+
+def test_add_config_parses_a_variant_and_the_triggerer_runs(airflow):
+    """The session fixture's own contract: a variant is parsed on request, paused, deep-merged."""
+    scheduler, api = airflow["scheduler"], airflow["api"]
+    dag_id = scheduler.add_config("adult_variant", timeout=60, overrides={
+        "promotion": {"policy": "shadow"}, "evaluation": {"thresholds": {"slice_auc_min": 0.83}}})
+    assert dag_id == "retrain_adult_variant"
+    assert api.get("/api/v2/dags/monitor_adult_variant")["is_paused"] is True
+    assert api.get(f"/api/v2/dags/{dag_id}")["is_paused"] is True
+    written = scheduler.configs / "adult_variant.yaml"
+    merged = load_config(written)
+    assert merged.name == "adult_variant" and merged.promotion.policy == "shadow"
+    base = load_config(scheduler.configs / "adult.yaml")
+    assert merged.evaluation.thresholds == {**base.evaluation.thresholds, "slice_auc_min": 0.83}
+    assert merged.promotion.shadow_spans == base.promotion.shadow_spans
+    assert merged.model == base.model
+    health = api.get("/api/v2/monitor/health")
+    assert health["triggerer"]["status"] == "healthy", health
+    with pytest.raises(AssertionError, match="policy"):
+        scheduler.add_config("adult_bad", overrides={"promotion": {"policy": "sometimes"}})
+    assert not (scheduler.configs / "adult_bad.yaml").exists()
