@@ -5,9 +5,21 @@ Parsed by the Airflow DAG processor (and by ``airflow dags test``). Parsing is c
 a few lines that call one function of :mod:`pipelines.flow`, which imports the heavy stack
 (TensorFlow, Beam, TFT, TFMA, GX) inside the task process when the step runs.
 
-ingest >> validate >> transform >> train >> evaluate >> is_blessed >> promote >> report
+wait_for_span >> ingest >> validate >> transform >> train >> evaluate >> is_blessed >> promote
+>> report
+
+When it runs (issue 12): on ``schedule.cron``, on a manual trigger, and on the
+``<name>.retrain_requested`` Asset event a monitor alarm emits (``AssetOrTimeSchedule`` when
+``monitoring.retrain_on_alarm``). The span: the ``span`` param, else the alarm's monitored span
+(the event's extra), else the logical date; an alarm-started run logs and records in lineage
+``triggered by monitor alarm: <reasons>`` (dag_support.run_span, pipelines.arrival).
 
 Outcomes an operator sees:
+
+- no data: the span's files did not land within ``schedule.arrival_timeout_minutes``
+  (``wait_for_span`` waits in the triggerer, dag_support.WaitForSpan): a green run with
+  ``wait_for_span`` and every task after it SKIPPED, the alert ``NO DATA: no data for span D after
+  N min: no file matches <glob>``, lineage outcome ``no_data``; nothing trained or written.
 
 - promoted: a green run; the report says ``PROMOTED as version N``.
 - not blessed (the model did not pass the evaluation gates): a green run too, as the gates did their
@@ -31,14 +43,29 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from airflow.sdk import Asset, AssetAlias, Param, dag, get_current_context, task
+from airflow.sdk import (
+    Asset,
+    AssetAlias,
+    AssetOrTimeSchedule,
+    Param,
+    dag,
+    get_current_context,
+    task,
+)
 from airflow.sdk.exceptions import AirflowFailException, AirflowSkipException
 
 # dag_support.py sits beside this file: importable under any DAGs folder, in `airflow dags test`
 # and in a DagBag pointed here (Airflow itself only puts its configured DAGs folder on sys.path).
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dag_support import build_all, notify_failure, run_context  # noqa: E402
+from dag_support import (  # noqa: E402
+    WaitForSpan,
+    build_all,
+    notify_failure,
+    retrain_requested_asset,
+    run_context,
+    run_span,
+)
 
 from pipelines import flow  # noqa: E402
 from pipelines.config import PipelineConfig, load_config
@@ -69,10 +96,15 @@ class PromotionRefused(AirflowFailException):
     """The run's model was blessed but refused at promote: the run fails with the reasons."""
 
 
-def _logical_day() -> dt.date:
-    dag_run = get_current_context()["dag_run"]
-    when = dag_run.logical_date or dag_run.run_after
-    return when.date()
+def _run_day(name: str) -> dt.date:
+    """The run's span unless the ``span`` param names one: the triggering monitor alarm's span,
+    else the logical date (dag_support.run_span; wait_for_span waited for the same span)."""
+    span, request = run_span(get_current_context(), name)
+    if request is not None:
+        from pipelines.arrival import describe_trigger
+
+        log.info("%s", describe_trigger(request))
+    return span
 
 
 def _gate(fn, *args):
@@ -93,14 +125,25 @@ def build_dag(config_path: Path):
     production = Asset(name=f"{name}.production", uri=f"x-pipelines://{name}/registry/production")
     params = {k: Param(s.pop("default"), description=s.pop("description"), **s)
               for k, s in param_schemas(cfg).items()}
+    schedule: Any = cfg.schedule.cron
+    if cfg.monitoring.retrain_on_alarm:  # issue 12: a monitor alarm's Asset event starts a run
+        requested = retrain_requested_asset(name)
+        if cfg.schedule.cron:
+            from airflow.timetables.trigger import CronTriggerTimetable
+
+            schedule = AssetOrTimeSchedule(
+                timetable=CronTriggerTimetable(cfg.schedule.cron, timezone="UTC"),
+                assets=requested)
+        else:
+            schedule = requested
 
     @dag(
         dag_id=f"retrain_{name}",
-        schedule=cfg.schedule.cron,
+        schedule=schedule,
         start_date=dt.datetime.fromisoformat(cfg.schedule.start_date).replace(tzinfo=dt.UTC),
         catchup=cfg.schedule.catchup,
         max_active_runs=1,
-        dagrun_timeout=dt.timedelta(hours=3),
+        dagrun_timeout=dt.timedelta(hours=3, minutes=cfg.schedule.arrival_timeout_minutes),
         doc_md=cfg.description or f"Retraining of {name}.",
         description=(cfg.description.strip().splitlines() or [f"Retraining of {name}"])[0][:200],
         tags=sorted({"retrain", *cfg.tags}),
@@ -112,7 +155,7 @@ def build_dag(config_path: Path):
         @task(outlets=[snapshot], execution_timeout=dt.timedelta(minutes=20), **RETRY_BACKOFF)
         def ingest(*, outlet_events=None) -> Ingested:
             c = get_current_context()
-            res = _gate(flow.ingest, cfg_file, run_context(), dict(c["params"]), _logical_day())
+            res = _gate(flow.ingest, cfg_file, run_context(), dict(c["params"]), _run_day(name))
             outlet_events[snapshot].extra = {k: res[k] for k in ("snapshot_id", "uri", "sha256",
                                                                    "spans", "rows", "golden_uri")}
             return res
@@ -182,7 +225,8 @@ def build_dag(config_path: Path):
                          res["version"])
             return res
 
-        @task(trigger_rule="none_failed", execution_timeout=dt.timedelta(minutes=15))
+        # min_one_success: skipped with the rest when the span never landed (no_data)
+        @task(trigger_rule="none_failed_min_one_success", execution_timeout=dt.timedelta(minutes=15))
         def report(evaluated: Evaluated, promoted: Promoted | None) -> Reported:
             refusal = None
             if promoted is None and evaluated.get("blessed"):  # promote skipped: it refused
@@ -198,7 +242,15 @@ def build_dag(config_path: Path):
                     f"{'; '.join(refusal['reasons'])}\nreport: {res['report_html']}")
             return res
 
+        # issue 12: data arrival (dag_support.WaitForSpan): on timeout it alerts "no data" and is
+        # skipped, and every task after it with it
+        waited = WaitForSpan(task_id="wait_for_span", config_path=cfg_file, pipeline=name,
+                             timeout_minutes=cfg.schedule.arrival_timeout_minutes,
+                             poke_seconds=cfg.schedule.arrival_poke_seconds,
+                             execution_timeout=dt.timedelta(
+                                 minutes=cfg.schedule.arrival_timeout_minutes + 10))
         ingested = ingest()
+        waited >> ingested
         validated = validate(ingested)
         transformed = transform(ingested, validated)
         trained = train(transformed, ingested)

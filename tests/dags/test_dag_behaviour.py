@@ -42,6 +42,10 @@ def env(tmp_path_factory):
     root = tmp_path_factory.mktemp("dag_behaviour")
     env = airflow_env(root / "airflow", root / "pipelines")
     run(["airflow", "db", "migrate"], env, log=root / "db-migrate.log")
+    # the run's span has landed, so wait_for_span passes at once (the fake ingest reads nothing)
+    span = Path(env["PIPELINES_HOME"]) / "landing" / "adult" / "2026-11-20"
+    span.mkdir(parents=True)
+    (span / "part-00000.csv").write_text("stand-in: the fake steps read no landing file\n")
     return env
 
 
