@@ -387,8 +387,8 @@ class _BinaryCombiner(beam.CombineFn):
                     continue
                 # paired: both models' replicates weigh the same examples alike
                 shift = ((rep[0] - base[0]) - (rep[1][0] - base[1][0]))
-                out[self.keys[m]["auc_change_ci"]] = percentile_interval(
-                    rep[1][1:] - base[1][1:], shift)
+                out[self.keys[m]["auc_change_ci"]] = np.clip(percentile_interval(
+                    rep[1][1:] - base[1][1:], shift), -1.0, 1.0)
         return out
 
     def _intervals(self, keys, a, out, metrics) -> tuple[float, np.ndarray] | None:
@@ -402,7 +402,8 @@ class _BinaryCombiner(beam.CombineFn):
         hist = a[5]
         aucs = auc_from_histograms(hist[:, 1], hist[:, 0] - hist[:, 1])
         point = float(metrics[keys["auc"]])
-        out[keys["auc_ci"]] = percentile_interval(aucs[1:], point - aucs[0])
+        # the shift may carry an end past [0, 1] on a near-perfect slice: clip to AUC's range
+        out[keys["auc_ci"]] = np.clip(percentile_interval(aucs[1:], point - aucs[0]), 0.0, 1.0)
         return point, aucs
 
     def _metrics(self, keys, sums, hist) -> dict[Any, Any]:

@@ -168,3 +168,13 @@ def test_a_missing_key_feature_is_an_error_that_names_it():
 def test_too_few_replicates_are_refused():
     with pytest.raises(ValueError, match="bootstrap_samples 5"):
         tm.BinaryStats(bootstrap_key=KEY, bootstrap_samples=5)
+
+
+def test_auc_intervals_stay_within_zero_and_one_on_a_near_perfect_slice():
+    rng = np.random.default_rng(11)
+    y = (rng.random(90) < 0.4).astype(float)
+    pa = np.clip(0.02 + 0.9 * y + rng.normal(0, 0.03, 90) + 0.08 * (rng.random(90) < 0.03), 0, 1)
+    out = _run(y, pa, 1 - pa)
+    lo, hi = out["candidate"]["auc_ci"]
+    assert 0.9 < lo <= out["candidate"]["auc"] <= hi <= 1.0
+    assert -1.0 <= out["candidate"]["auc_change_ci"][0] <= out["candidate"]["auc_change_ci"][1] <= 1
