@@ -277,7 +277,9 @@ def add_columns(cfg: PipelineConfig, dataset: str):
                                    pa.list_(pa.binary()))
         raw_i = batch.schema.get_field_index(tfma.ARROW_INPUT_COLUMN)
         if raw_i >= 0:
-            keys = example_keys(batch.column(raw_i).to_pylist())
+            # TFXIO's raw record column is large_list<large_binary>: one record per row
+            keys = example_keys([b"".join(r) if isinstance(r, list) else r
+                                 for r in batch.column(raw_i).to_pylist()])
         else:  # no serialized record (a batch built in memory): the row's values as the key
             keys = example_keys([repr(r).encode() for r in
                                  zip(*(c.to_pylist() for c in batch.columns), strict=True)])
