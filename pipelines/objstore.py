@@ -25,8 +25,10 @@ shared copy every machine agrees on:
 - The landing area ``<home>/landing`` is pulled from ``s3://bucket/prefix/landing/`` when ingest asks
   for it (files whose ETag changed): producers drop span files into the bucket; a
   ``PIPELINES_LANDING`` override is a local folder read as it is.
-- The lineage database, OpenLineage events and the locks of local writers stay in the mirror (use
-  ``PIPELINES_LINEAGE_URL`` for a lineage store shared by machines), as do reports' links.
+- Reports are uploaded as they are written. The lineage database, OpenLineage events and the
+  locks of local writers stay in the mirror (use ``PIPELINES_LINEAGE_URL`` for a lineage store
+  shared by machines); lineage records mirror paths, the same on every machine with the same
+  ``PIPELINES_CACHE``.
 
 S3 only: the client is boto3 (``AWS_ENDPOINT_URL_S3`` points it at an S3-compatible server: MinIO,
 Ceph, GCS's XML API with HMAC keys, moto in the tests). Limits: every machine pulls every published
