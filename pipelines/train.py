@@ -282,8 +282,6 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
         PipelineError: not a transform artifact, a bad warm start folder, a label the task
             cannot train on, or a model input built from a column serving does not receive.
     """
-    import tensorflow_transform as tft
-
     del ctx
     transform = _transform_record(transform_uri)
     # The transform's own output records (graph and transformed examples), as it wrote them.
@@ -303,6 +301,8 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     if force and final.exists():  # never over an artifact lineage may point to: a new revision
         final = store.revision(final)
         mid = final.name
+
+    import tensorflow_transform as tft  # after the reuse check: a reused model costs no import
 
     started = time.perf_counter()
     tft_output = tft.TFTransformOutput(transform["transform_graph_uri"])

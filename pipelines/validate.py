@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines import drift, snapshots
+from pipelines import snapshots
 from pipelines.config import REPO_ROOT, PipelineConfig
 from pipelines.context import RunContext, utcnow
 from pipelines.errors import DataRejected, PipelineError
@@ -236,6 +236,8 @@ def baseline_profile(cfg: PipelineConfig, baseline: str) -> dict[str, Any]:
         bins = cfg.validation.drift.histogram_bins
         if all(len(p.get("counts", [0] * bins)) == bins for p in prof.values()):
             return prof
+    from pipelines import drift
+
     return drift.profile(cfg, snapshots.read_frame(cfg, baseline))
 
 
@@ -299,6 +301,8 @@ def validate(cfg: PipelineConfig, home: Path, ctx: RunContext, snapshot_uri: str
         log.info("snapshot %s already validated (%s): returning the stored result",
                  Path(uri).name, stored["status"])
         return _raise_if_rejected(_with_output_hash({**stored, "reused": True}, vdir))
+
+    from pipelines import drift  # numpy and pandas: not imported when a verdict is reused
 
     started = time.monotonic()
     prov = snapshots.provenance(uri)

@@ -125,3 +125,56 @@ def test_ingest_reuse_reads_no_file_and_a_changed_file_is_read(tmp_path, monkeyp
     [described] = describe_files([str(part)], None, cache)  # what decides the snapshot id
     assert described["sha256"] == sha256_file(part) != first["inputs"][0]["sha256"]
     assert (cache.hits, cache.misses) == (0, 1)
+
+
+CHILD = """
+import json, sys, time
+from pathlib import Path
+t0, c0 = time.perf_counter(), time.process_time()
+from pipelines.config import load_config
+from pipelines.context import RunContext
+from pipelines.ingest import ingest
+from pipelines.train import train
+from pipelines.validate import validate
+cfg, home, ctx = load_config(sys.argv[1]), Path(sys.argv[2]), RunContext(run_id="reuse")
+out = {"imports_s": time.perf_counter() - t0}
+import datetime as dt
+t = time.perf_counter()
+snap = ingest(cfg, home, ctx, span=dt.date.fromisoformat(sys.argv[3]), window=7)
+out["ingest"] = {"reused": snap["reused"], "s": time.perf_counter() - t}
+t = time.perf_counter()
+val = validate(cfg, home, ctx, snapshot_uri=snap["uri"])
+out["validate"] = {"reused": val["reused"], "s": time.perf_counter() - t}
+t = time.perf_counter()
+model = train(cfg, home, ctx, transform_uri=sys.argv[4])
+out["train"] = {"reused": model["reused"], "s": time.perf_counter() - t}
+out["cpu_s"] = time.process_time() - c0
+out["heavy"] = sorted(m for m in ("tensorflow", "tensorflow_transform", "apache_beam", "pandas",
+                                  "great_expectations") if m in sys.modules)
+print(json.dumps(out))
+"""
+
+
+@pytest.mark.slow
+def test_reused_ingest_validate_and_train_import_nothing_heavy(adult_cfg, pipeline_home, snapshot,
+                                                               transformed, trained):
+    """A fresh process whose ingest, validate and train inputs are unchanged finds all three
+    artifacts without TensorFlow, Beam, pandas or GX (they cost seconds to import). Times are
+    printed, and benchmarked in benchmarks/results/scale.md, not asserted."""
+    import json
+    import subprocess
+    import sys
+
+    from pipelines.config import REPO_ROOT
+    from tests.conftest import END_DATE
+
+    proc = subprocess.run(
+        [sys.executable, "-c", CHILD, str(REPO_ROOT / "configs" / "adult.yaml"),
+         str(pipeline_home), END_DATE.isoformat(), transformed["transform_uri"]],
+        capture_output=True, text=True, cwd=str(REPO_ROOT),
+        env={"PYTHONPATH": str(REPO_ROOT), "PATH": "/usr/bin", "TF_USE_LEGACY_KERAS": "1"})
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout.strip().splitlines()[-1])
+    print("reuse in a fresh process:", got)
+    assert got["ingest"]["reused"] and got["validate"]["reused"] and got["train"]["reused"]
+    assert got["heavy"] == [], f"a reuse imported {got['heavy']}"
