@@ -34,7 +34,9 @@ from pipelines.snapshots import GOLDEN_SPLIT, SPLITS, hash_cache_file, snapshots
 from pipelines.store import publish, read_json, resolve_landing, revision, write_json_atomic
 
 log = logging.getLogger(__name__)
-INGEST_FORMAT = 4  # bump when the snapshot layout or parsing changes: it is part of the id
+INGEST_FORMAT = 5  # bump when the snapshot layout or parsing changes: it is part of the id
+# 5: the split plan per span (a span's split does not depend on its window) and the train split
+# one file per span, train/data-<span>-*.tfrecord (transform's analyzer cache per span)
 
 
 def span_regex(pattern: str) -> re.Pattern:
@@ -334,14 +336,32 @@ def assign_split(parser: csv_parse.RowParser, uri: str, plan: dict[str, Any]):
         yield ("eval" if rec[4] <= cutoffs.get(key, -1.0) else "train", rec[1], key, *rec[3:])
 
 
+def file_spans(cfg: PipelineConfig, files: list[str]) -> dict[str, str]:
+    """The span label (ISO date, as :func:`resolve_files` gives it) of each landing file, read
+    from ``source.uri_pattern``; a file the pattern does not date is in span ``window``."""
+    regex = span_regex(cfg.source.uri_pattern.replace("{landing}", "**"))
+    out = {}
+    for f in files:
+        m = regex.match(f)
+        try:
+            day = dt.datetime.strptime(m.group("span"), cfg.source.span_format) if m else None
+        except ValueError:
+            day = None
+        out[f] = day.date().isoformat() if day else "window"
+    return out
+
+
 def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> None:
     """The Beam pipeline: parse every file, route rows to splits, write TFRecords and stats.
 
-    Splits are stratified by label: within each stratum (a class; for regression a quantile of the
-    target) the rows whose key hash is among the lowest ``eval_fraction`` go to eval, so both
-    splits keep the label mix of the whole. The assignment is a pure function of the rows and the
-    salt (the same on any runner and any run); adding rows only moves the few rows whose hash sits
-    right at a cutoff.
+    Splits are stratified by label within each span: within each stratum (a class; for
+    regression a quantile of the target) of a span the rows whose key hash is among the lowest
+    ``eval_fraction`` go to eval, so both splits keep the label mix of the whole. Per span, so a
+    span's rows fall in the same split in every window that holds it: a row evaluated yesterday
+    is not trained on today, and a span's train rows (written one file per span,
+    ``train/data-<span>-*``) are the same, which lets transform reuse their analysis. The
+    assignment is a pure function of the span's rows and the salt (the same on any runner and any
+    run); adding rows to a span only moves the few of its rows whose hash sits right at a cutoff.
 
     Memory does not hold the rows: the files are read twice. A first pass checks every row as the
     parser does but builds no tf.Example, and keeps only each valid row's label and hash
@@ -365,13 +385,14 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
                 lambda uri: ((GOLDEN_SPLIT, *rec[1:]) if rec[0] == csv_parse.ROW else rec
                              for rec in parser.parse_file(uri)))
         else:
+            span_of = file_spans(cfg, files)
             scanner = dataclasses.replace(parser, build_examples=False)
             scan_rows, _, scanned = (
                 files_pc | "Scan" >> beam.FlatMap(scanner.parse_file)
                 | "ScanKind" >> beam.Partition(by_kind, len(kinds)))  # type: ignore[arg-type]
             plan = (scan_rows
-                    | "Keys" >> beam.Map(lambda rec: (rec[2], rec[4]))
-                    | "Plan" >> beam.CombineGlobally(split_plan(
+                    | "Keys" >> beam.Map(lambda rec: (span_of[rec[1]], (rec[2], rec[4])))
+                    | "Plan" >> beam.CombinePerKey(split_plan(
                         cfg.split.eval_fraction,
                         cfg.split.quantiles if cfg.task == "regression" else None)))
             (scanned  # the bytes the first pass read, checked like the second's (parsed_files)
@@ -379,14 +400,26 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
              | "WriteScan" >> beam.io.WriteToText(str(out / ".scanned"), file_name_suffix=".jsonl",
                                                   shard_name_template=""))
             parsed = files_pc | "Parse" >> beam.FlatMap(
-                lambda uri, plan: assign_split(parser, uri, plan),
-                plan=beam.pvalue.AsSingleton(plan))
+                lambda uri, plans: assign_split(parser, uri, plans.get(
+                    span_of[uri], {"edges": None, "cutoffs": {}})),
+                plans=beam.pvalue.AsDict(plan))
         routed, bad, read = parsed | "Kind" >> beam.Partition(
             lambda rec, n: 2 if rec[0] == csv_parse.FILE else 1 if rec[0] == csv_parse.MALFORMED
             else 0, 3)  # type: ignore[arg-type]
         by_split = routed | "Route" >> beam.Partition(
             lambda rec, n: splits.index(rec[0]), len(splits))  # type: ignore[arg-type]
+        labels = [] if golden else sorted(set(span_of.values()))
         for i, split in enumerate(splits):
+            if split == "train":  # one file per span: train/data-<span>-00000-of-00001.tfrecord
+                by_span = by_split[i] | "RouteSpan" >> beam.Partition(
+                    lambda rec, n: labels.index(span_of[rec[1]]), len(labels))  # type: ignore[arg-type]
+                for label, rows_of_span in zip(labels, by_span, strict=True):
+                    (rows_of_span
+                     | f"Payload{split}[{label}]" >> beam.Map(lambda rec: rec[3])
+                     | f"Write{split}[{label}]" >> beam.io.WriteToTFRecord(
+                         str(out / split / f"data-{label}"), file_name_suffix=".tfrecord",
+                         num_shards=1))
+                continue
             (by_split[i]
              | f"Payload{split}" >> beam.Map(lambda rec: rec[3])
              | f"Write{split}" >> beam.io.WriteToTFRecord(

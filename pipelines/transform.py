@@ -20,25 +20,43 @@ into a single file. That last pass holds one split in memory: fine for tens of M
 dataset would keep Beam's shards and hash them order-independently instead. The
 ``transform_id`` is the sha256 of the input snapshots, the transform module's source and the
 config parts it reads, so re-running on the same inputs reuses the artifact.
+
+Incremental analysis (issue 11): the train rows are analyzed per *part*, one TFT dataset key each:
+a span of a snapshot whose train split is written one file per span (``train/data-<span>-*``), or
+a whole snapshot otherwise. Each part's analyzer accumulators (TFT's cache: vocabulary counts,
+mean/variance sums, quantile sketches) are kept under ``<home>/analyzer_cache/<pipeline>/<key>/``
+where ``key`` hashes the transform code and config (as ``transform_id``) with an order-independent
+hash of the part's train records, so an entry is reused only for the very same rows and code. A
+daily window that shares 6 of 7 spans with yesterday's analyzes one span and merges the other six
+from their accumulators (``tft_beam.AnalyzeDatasetWithCache``); the result equals a full analysis
+(tests/transforms/test_incremental.py). An entry is written once, atomically, with the sha256 of
+its payload; one whose bytes do not match is ignored with a warning and analyzed again.
+``transform.json``'s ``analysis`` lists every part with ``cache: hit | miss | corrupt``.
 """
 
 from __future__ import annotations
 
 import ast
+import base64
 import hashlib
 import importlib
 import importlib.metadata
 import importlib.util
+import json
 import logging
+import re
 import shutil
+import struct
+import sys
 import time
 import tokenize
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipelines import store
 from pipelines.config import PipelineConfig
-from pipelines.context import RunContext
+from pipelines.context import RunContext, utcnow
 from pipelines.errors import PipelineError
 from pipelines.hashing import sha256_file, sha256_json, sha256_tree
 from pipelines.results import Artifact, ArtifactKind, artifact
@@ -51,6 +69,11 @@ GRAPH_DIR = "transform_graph"
 DATA_DIR = "transformed"
 RESULT_FILE = "transform.json"
 DATA_FILE = "data-00000-of-00001.tfrecord"
+CACHE_FILE = "accumulators.json"  # the analyzer cache payload of one part
+CACHE_RECORD = "entry.json"  # its record: what it is of, and the payload's sha256 (written last)
+CACHE_FORMAT = 1  # bump when the payload layout changes: it is part of the key
+# A train file written per span by ingest: data-<span>-00000-of-00001.tfrecord
+_SPAN_FILE = re.compile(r"^data-(?P<span>.+)-\d{5}-of-\d{5}\.tfrecord$")
 
 
 def load_preprocessing_fn(cfg: PipelineConfig):
@@ -148,10 +171,9 @@ def _snapshot_input(uri: str) -> Artifact:
                            data_sha256=provenance(path)["content_sha256"])
 
 
-def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
-    """Content address of a transform: input data, transform code and the config it reads."""
-    return sha256_json({
-        "snapshots": [i["properties"]["data_sha256"] for i in inputs],
+def _code_identity(cfg: PipelineConfig) -> dict[str, Any]:
+    """What, besides the rows, decides the analysis: transform code and the config it reads."""
+    return {
         "module": cfg.transform_module,
         "module_sha256": _module_sha256(cfg),
         "columns": [c.model_dump() for c in cfg.columns],
@@ -159,7 +181,107 @@ def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
         "missing_marker": cfg.source.missing_marker,
         # the installed version, without importing TF Transform (seconds of TensorFlow imports)
         "tft": importlib.metadata.version("tensorflow-transform"),
-    })[:16]
+    }
+
+
+def transform_id(cfg: PipelineConfig, inputs: list[Artifact]) -> str:
+    """Content address of a transform: input data, transform code and the config it reads."""
+    return sha256_json({"snapshots": [i["properties"]["data_sha256"] for i in inputs],
+                        **_code_identity(cfg)})[:16]
+
+
+@dataclass
+class Part:
+    """One TFT dataset of the analysis: the train rows of one span (or of one whole snapshot)."""
+
+    snapshot: str
+    span: str | None  # None: the snapshot's whole train split
+    files: list[str]
+    rows: int
+    records_sha256: str  # order-independent: sha256 of the sorted sha256s of the records
+
+    def label(self) -> str:
+        return f"{Path(self.snapshot).name}/{self.span or 'train'}"
+
+
+def _records_digest(files: list[str]) -> tuple[int, str]:
+    """(count, order-independent sha256) of the records of TFRecord files, read without TensorFlow:
+    the same rows in another order (another Beam shard layout) give the same digest."""
+    digests = []
+    for f in files:
+        data = Path(f).read_bytes()
+        pos = 0
+        while pos < len(data):
+            if pos + 12 > len(data):
+                raise PipelineError(f"{f}: truncated TFRecord at byte {pos}; ingest it again")
+            (length,) = struct.unpack_from("<Q", data, pos)
+            start = pos + 12
+            if start + length + 4 > len(data):
+                raise PipelineError(f"{f}: truncated TFRecord at byte {pos}; ingest it again")
+            digests.append(hashlib.sha256(data[start:start + length]).digest())
+            pos = start + length + 4
+    digests.sort()
+    return len(digests), hashlib.sha256(b"".join(digests)).hexdigest()
+
+
+def analysis_parts(snapshot_uris: list[str]) -> list[Part]:
+    """The parts the train rows are analyzed in: per span where the snapshot's train split is
+    written one file per span, else one part per snapshot; in snapshot then span order."""
+    parts = []
+    for uri in snapshot_uris:
+        files = sorted(str(f) for f in (Path(uri) / "train").glob("data-*.tfrecord"))
+        spans: dict[str | None, list[str]] = {}
+        for f in files:
+            m = _SPAN_FILE.match(Path(f).name)
+            spans.setdefault(m.group("span") if m else None, []).append(f)
+        if None in spans:  # any file not per span: the whole split is one part
+            spans = {None: files}
+        for span, group in sorted(spans.items(), key=lambda kv: kv[0] or ""):
+            rows, digest = _records_digest(group)
+            parts.append(Part(uri, span, group, rows, digest))
+    return parts
+
+
+def cache_key(cfg: PipelineConfig, part: Part) -> str:
+    """The analyzer cache entry of a part: its rows and everything that decides their analysis."""
+    return sha256_json({"format": CACHE_FORMAT, "rows": part.records_sha256,
+                        "python": f"{sys.version_info.major}.{sys.version_info.minor}",
+                        **_code_identity(cfg)})[:32]
+
+
+def read_cache_entry(entry: Path) -> dict[bytes, list[bytes]] | None:
+    """The accumulators of a cache entry, or None (with a warning) when it is missing or its
+    payload does not match the sha256 its record holds: never a damaged entry."""
+    record_file, payload_file = entry / CACHE_RECORD, entry / CACHE_FILE
+    if not record_file.is_file():
+        return None
+    try:
+        record = read_json(record_file)
+        payload = payload_file.read_bytes()
+        if hashlib.sha256(payload).hexdigest() != record["payload_sha256"]:
+            raise ValueError(f"{CACHE_FILE} does not match the sha256 in {CACHE_RECORD}")
+        doc = json.loads(payload)
+        return {base64.b64decode(k): [base64.b64decode(v) for v in values]
+                for k, values in doc["entries"].items()}
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        log.warning("analyzer cache entry %s is damaged (%s): ignored, its span is analyzed "
+                    "again and the entry rewritten", entry, exc)
+        return None
+
+
+def write_cache_entry(entry: Path, part: Part, entries: dict[bytes, list[bytes]],
+                      tid: str, replace: bool = False) -> None:
+    """Publishes one part's accumulators atomically; the record holds the payload's sha256."""
+    payload = json.dumps({"entries": {
+        base64.b64encode(k).decode(): [base64.b64encode(v).decode() for v in sorted(values)]
+        for k, values in sorted(entries.items())}}, sort_keys=True).encode()
+    with publish(entry, replace=replace) as tmp:
+        (tmp / CACHE_FILE).write_bytes(payload)
+        write_json_atomic(tmp / CACHE_RECORD, {
+            "key": entry.name, "snapshot": part.snapshot, "span": part.span, "rows": part.rows,
+            "records_sha256": part.records_sha256,
+            "payload_sha256": hashlib.sha256(payload).hexdigest(),
+            "entries": len(entries), "written_by_transform": tid, "created_at": utcnow()})
 
 
 def _sort_records(shard_pattern: str, out_file: Path) -> tuple[int, str]:
@@ -189,8 +311,15 @@ def _encode_canonical(batch: tuple[Any, dict]) -> list[bytes]:
 
 
 def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list[str],
-             out: Path) -> None:
-    """Analyze on train, transform train and eval; writes the graph and sharded TFRecords."""
+             out: Path, parts: list[Part] | None = None,
+             cached: dict[int, dict[bytes, list[bytes]]] | None = None) -> list[int]:
+    """Analyze on train, transform train and eval; writes the graph and sharded TFRecords.
+
+    Without ``parts`` the train rows are analyzed as one dataset (TFT's AnalyzeAndTransform).
+    With them, each part is a dataset of its own (``AnalyzeDatasetWithCache``): part ``i`` whose
+    accumulators are in ``cached[i]`` is not analyzed again, and the accumulators of every part
+    that was are written to ``out/cache/<i>.json``. Returns the indexes of the analyzed parts.
+    """
     import apache_beam as beam
     import tensorflow_transform as tft
     import tensorflow_transform.beam as tft_beam
@@ -202,17 +331,47 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
 
     preprocessing_fn = load_preprocessing_fn(cfg)
     schema = schema_utils.schema_from_feature_spec(raw_feature_spec(cfg))
-    sources = {split: tfxio.TFExampleRecord(patterns, schema=schema,
-                                            telemetry_descriptors=["pipelines", "transform"])
+
+    def source(patterns: list[str]):
+        return tfxio.TFExampleRecord(patterns, schema=schema,
+                                     telemetry_descriptors=["pipelines", "transform"])
+
+    sources = {split: source(patterns)
                for split, patterns in (("train", train_patterns), ("eval", eval_patterns))}
+    adapter = sources["train"].TensorAdapterConfig()
     temp_dir = out / "tmp"
+    analyzed: list[int] = []
+    cached = cached or {}
+    if parts is not None:
+        keys = [tft_beam.analyzer_cache.DatasetKey(f"part{i:05d}") for i in range(len(parts))]
+        analyzed = sorted(_parts_to_read(preprocessing_fn, adapter, keys, cached))
     with (beam.Pipeline(options=pipeline_options(cfg, step="transform")) as p,
           tft_beam.Context(temp_dir=str(temp_dir))):
-        raw = {split: p | f"Read{split}" >> src.BeamSource() for split, src in sources.items()}
-        (train_xf, metadata), transform_fn = (
-            (raw["train"], sources["train"].TensorAdapterConfig())
-            | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
-                preprocessing_fn, output_record_batches=True))
+        if parts is None:
+            raw = {split: p | f"Read{split}" >> src.BeamSource() for split, src in sources.items()}
+            (train_xf, metadata), transform_fn = (
+                (raw["train"], adapter)
+                | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
+                    preprocessing_fn, output_record_batches=True))
+        else:
+            raw = {"eval": p | "Readeval" >> sources["eval"].BeamSource()}
+            # every part is read once: analyzed (if it must be) and transformed
+            part_rows = [p | f"Readtrain[{i}]" >> source(part.files).BeamSource()
+                         for i, part in enumerate(parts)]
+            input_cache = {
+                keys[i]: tft_beam.analyzer_cache.DatasetCache({
+                    entry: p | f"Cache[{i}][{j}]" >> beam.Create(values)
+                    for j, (entry, values) in enumerate(sorted(cached[i].items()))}, None)
+                for i in range(len(parts)) if i not in analyzed}
+            transform_fn, output_cache = (
+                ({keys[i]: part_rows[i] if i in analyzed else None for i in range(len(parts))},
+                 input_cache, adapter)
+                | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn))
+            for i in analyzed:
+                _write_part_cache(output_cache[keys[i]], out / "cache" / f"{i}.json", i)
+            train_xf, _ = (
+                ((part_rows | "FlattenTrain" >> beam.Flatten(), adapter), transform_fn)
+                | "TransformTrain" >> tft_beam.TransformDataset(output_record_batches=True))
         eval_xf, _ = (
             ((raw["eval"], sources["eval"].TensorAdapterConfig()), transform_fn)
             | "TransformEval" >> tft_beam.TransformDataset(output_record_batches=True))
@@ -226,10 +385,48 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
     # Serving parses raw examples with the raw schema kept beside the graph (TFX's layout).
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
                                str(out / GRAPH_DIR / tft.TFTransformOutput.RAW_METADATA_DIR))
+    return analyzed
+
+
+def _parts_to_read(preprocessing_fn, adapter, keys, cached: dict[int, Any]) -> set[int]:
+    """The parts whose rows the analysis needs: those without accumulators, and any TFT still
+    needs the rows of (an analyzer without cache support, or a cache entry it lacks)."""
+    from tensorflow_transform.beam import analysis_graph_builder
+    from tensorflow_transform.beam.analyzer_cache import DatasetCache
+    from tfx_bsl.tfxio import tensor_adapter
+
+    if not cached:
+        return set(range(len(keys)))
+    specs = tensor_adapter.TensorAdapter(adapter).OriginalTypeSpecs()
+    needed = analysis_graph_builder.get_analysis_dataset_keys(
+        preprocessing_fn, specs, keys,
+        {keys[i]: DatasetCache(dict.fromkeys(entries, True), None)
+         for i, entries in cached.items()}, force_tf_compat_v1=False)
+    return {keys.index(k) for k in needed} | (set(range(len(keys))) - set(cached))
+
+
+def _write_part_cache(dataset_cache, target: Path, index: int) -> None:
+    """Gathers one part's cache entries (TFT's encoded accumulators) into one JSON file."""
+    import apache_beam as beam
+
+    def write(pairs: list[tuple[bytes, bytes]]) -> None:
+        entries: dict[str, list[str]] = {}
+        for key, value in pairs:
+            entries.setdefault(base64.b64encode(key).decode(), []).append(
+                base64.b64encode(value).decode())
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(target, {"entries": entries})
+
+    tagged = [pcoll | f"Tag[{index}][{j}]" >> beam.Map(lambda v, k=key: (k, v))
+              for j, (key, pcoll) in enumerate(sorted(dataset_cache.cache_dict.items()))]
+    _ = (tagged | f"FlattenCache[{index}]" >> beam.Flatten()
+         | f"GatherCache[{index}]" >> beam.combiners.ToList()
+         | f"WriteCache[{index}]" >> beam.Map(write))
 
 
 def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
-              snapshot_uris: list[str], force: bool = False) -> dict[str, Any]:
+              snapshot_uris: list[str], force: bool = False,
+              analyzer_cache: bool = True) -> dict[str, Any]:
     """Runs the transform step; see the module docstring for what it writes.
 
     Args:
@@ -239,6 +436,9 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         snapshot_uris: accepted snapshots; their train splits are analyzed together.
         force: transform again even when an identical transform exists: the new transform is
             ``<id>-r<N>`` beside the old one, which stays untouched.
+        analyzer_cache: analyze per span (or per snapshot) and reuse the accumulators of parts
+            analyzed before (see the module docstring); False analyzes the train rows as one
+            dataset with nothing read from or written to the cache.
 
     Returns:
         transform_id, transform_uri, transform_graph_uri, transformed{train,eval} (file
@@ -261,9 +461,35 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         tid = final.name
 
     started = time.perf_counter()
+    parts = analysis_parts(snapshot_uris) if analyzer_cache else None
+    cached: dict[int, dict[bytes, list[bytes]]] = {}
+    entries: list[Path] = []
+    damaged: set[int] = set()
+    for i, part in enumerate(parts or []):
+        entry = store.path(home, store.Kind.ANALYZER_CACHE, cfg.name, cache_key(cfg, part))
+        entries.append(entry)
+        got = read_cache_entry(entry)
+        if got is not None:
+            cached[i] = got
+        elif entry.exists():
+            damaged.add(i)
     with publish(final) as tmp:
-        run_beam(cfg, [split_pattern(u, "train") for u in snapshot_uris],
-                 [split_pattern(u, "eval") for u in snapshot_uris], tmp)
+        analyzed = run_beam(cfg, [split_pattern(u, "train") for u in snapshot_uris],
+                            [split_pattern(u, "eval") for u in snapshot_uris], tmp,
+                            parts=parts, cached=cached)
+        analysis = None
+        if parts is not None:
+            for i in analyzed:
+                doc = read_json(tmp / "cache" / f"{i}.json")
+                write_cache_entry(entries[i], parts[i], {
+                    base64.b64decode(k): [base64.b64decode(v) for v in values]
+                    for k, values in doc["entries"].items()}, tid, replace=i in damaged)
+            shutil.rmtree(tmp / "cache", ignore_errors=True)
+            analysis = [{"snapshot": part.snapshot, "span": part.span, "rows": part.rows,
+                         "records_sha256": part.records_sha256,
+                         "cache": ("corrupt" if i in damaged else "miss") if i in analyzed
+                         else "hit", "cache_uri": str(entries[i])}
+                        for i, part in enumerate(parts)]
         rows, hashes = {}, {}
         for split in SPLITS:
             (tmp / DATA_DIR / split).mkdir(parents=True)
@@ -272,6 +498,7 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         shutil.rmtree(tmp / "shards")
         result = _result(cfg, final, tmp, tid, inputs, rows, hashes,
                          seconds=round(time.perf_counter() - started, 2))
+        result["analysis"] = analysis
         write_json_atomic(tmp / RESULT_FILE, result)
     log.info("transform %s written to %s (%s)", tid, final, rows)
     return {**result, "reused": False}
