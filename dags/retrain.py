@@ -31,6 +31,9 @@ Outcomes an operator sees:
   says ``BLESSED BUT REFUSED AT PROMOTION`` with the reasons, then the ``report`` task fails with
   those reasons, which the failure callback sends (one alert).
 - any task failing: a failed run, and the failure callback sends the task's full error (bounded).
+- ``promotion.policy: approval``: ``is_blessed >> approve >> promote`` (PromotionApproval); a
+  rejection or no decision in time is a green run, ``promote`` skipped, the report says ``NOT
+  PROMOTED: rejected by <user>`` or ``no decision within N h``; an approval promotes as above.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import (
     Asset,
     AssetAlias,
@@ -94,6 +98,52 @@ REFUSAL_KEY = "refusal"  # XCom of promote when a blessed model is refused
 
 class PromotionRefused(AirflowFailException):
     """The run's model was blessed but refused at promote: the run fails with the reasons."""
+
+
+class PromotionApproval(ApprovalOperator):
+    """Task ``approve`` (``promotion.policy: approval``): a person decides between is_blessed and
+    promote, in Airflow's Required Actions page or through the REST API (PATCH .../hitlDetails).
+
+    Before it waits, it renders the pre-decision audit report and shows the evaluation's verdict,
+    reasons, metrics against production, gates and the report path (pipelines.approval.ask). On
+    resume it records the decision in lineage (step ``approval``: who, when, comment) and returns
+    it (XCom) for the report. Approve: promote runs. Reject: promote is skipped (the operator skips
+    its direct downstream). No answer within ``approval_timeout_hours``: the scheduler applies the
+    default, Reject, with nobody as responder, recorded as timed out. The run stays green either
+    way; production is untouched.
+    """
+
+    def __init__(self, *, config_path: str, timeout_hours: float, **kwargs: Any) -> None:
+        super().__init__(subject="Promote the candidate to production?", defaults=self.REJECT,
+                         response_timeout=dt.timedelta(hours=timeout_hours), **kwargs)
+        self.config_path, self.timeout_hours = config_path, timeout_hours
+
+    def execute(self, context: Any) -> Any:
+        from pipelines import approval
+        from pipelines.context import utcnow
+
+        evaluated = context["ti"].xcom_pull(task_ids="evaluate")
+        self.subject, self.body, report_html = approval.ask(self.config_path, run_context(),
+                                                            evaluated, utcnow())
+        log.info("waiting for a decision; pre-decision audit report: %s", report_html)
+        return super().execute(context)
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from pipelines import approval
+
+        decision = None
+        if "error" not in event:  # recorded before the operator skips promote on a rejection
+            user = event.get("responded_by_user")
+            response = {"approved": list(event.get("chosen_options") or []) == [self.APPROVE],
+                        "timed_out": bool(event.get("timedout")) or user is None,
+                        "user": dict(user) if user else None, "at": event.get("responded_at"),
+                        "comment": (event.get("params_input") or {}).get("comment")}
+            evaluated = context["ti"].xcom_pull(task_ids="evaluate")
+            decision = approval.record(self.config_path, run_context(), evaluated,
+                                       approval.decide(response, self.timeout_hours))
+            log.info("approval: %s", decision["reason"])
+        super().execute_complete(context, event)
+        return decision
 
 
 def _run_day(name: str) -> dt.date:
@@ -228,13 +278,18 @@ def build_dag(config_path: Path):
         # min_one_success: skipped with the rest when the span never landed (no_data)
         @task(trigger_rule="none_failed_min_one_success", execution_timeout=dt.timedelta(minutes=15))
         def report(evaluated: Evaluated, promoted: Promoted | None) -> Reported:
+            from pipelines import approval
+
             refusal = None
-            if promoted is None and evaluated.get("blessed"):  # promote skipped: it refused
+            decision = (get_current_context()["ti"].xcom_pull(task_ids="approve")
+                        if cfg.promotion.policy == "approval" else None)
+            if promoted is None and evaluated.get("blessed") and not approval.declined(decision):
                 refusal = get_current_context()["ti"].xcom_pull(task_ids="promote",
                                                                 key=REFUSAL_KEY) or {
                     "promoted": False, "reasons": ["promote did not record why it did not "
                                                    "promote: see the promote task's log"]}
-            res = _gate(flow.report, cfg_file, run_context(), evaluated, promoted or refusal)
+            res = _gate(flow.report, cfg_file, run_context(), evaluated,
+                        approval.for_report(promoted or refusal, decision))
             log.info("audit report: %s", res["report_html"])
             if refusal is not None:
                 raise PromotionRefused(
@@ -257,7 +312,15 @@ def build_dag(config_path: Path):
         evaluated = evaluate(trained, ingested)
         gate = is_blessed(evaluated)
         promoted = promote(evaluated)
-        gate >> promoted
+        if cfg.promotion.policy == "approval":  # issue 12: a person decides before promote
+            gate >> PromotionApproval(
+                task_id="approve", config_path=cfg_file,
+                timeout_hours=cfg.promotion.approval_timeout_hours,
+                execution_timeout=dt.timedelta(minutes=15),  # the pre-decision report, not the wait
+                params={"comment": Param("", type="string", description=(
+                    "why (optional): recorded in lineage and the audit report"))}) >> promoted
+        else:
+            gate >> promoted
         report(evaluated, promoted)
 
     return retrain()
