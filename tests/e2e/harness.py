@@ -8,6 +8,7 @@ processes. ``Api`` talks to Airflow 3's REST API (/api/v2) with a JWT from the s
 
 from __future__ import annotations
 
+import atexit
 import datetime as dt
 import json
 import os
@@ -16,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -56,9 +58,42 @@ def airflow_env(airflow_home: Path, pipelines_home: Path, port: int | None = Non
     return env
 
 
+_MIGRATE = ["airflow", "db", "migrate"]
+_migrated_db: list[Path] = []  # a fresh SQLite DB that `airflow db migrate` made in this process
+
+
+def migrate(env: dict[str, str], log: Path | None = None, timeout: float = 600
+            ) -> subprocess.CompletedProcess:
+    """`airflow db migrate` for real once per test process; a later fresh SQLite home gets a
+    copy of that DB (the same schema and rows; saves a migration of the whole schema each time)."""
+    db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
+    fresh = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == f"sqlite:///{db}" and not db.exists()
+    if fresh and _migrated_db and _migrated_db[0].is_file():
+        shutil.copyfile(_migrated_db[0], db)
+        if log is not None:
+            Path(log).write_text(f"copied from {_migrated_db[0]} (migrated by airflow db migrate "
+                                 "earlier in this test process)\n")
+        return subprocess.CompletedProcess(_MIGRATE, 0, "", "")
+    proc = _run(_MIGRATE, env, timeout, True, log)
+    if fresh and not _migrated_db and db.is_file():
+        template = Path(tempfile.mkdtemp(prefix="airflow-db-")) / "airflow.db"
+        shutil.copyfile(db, template)
+        atexit.register(shutil.rmtree, template.parent, True)
+        _migrated_db.append(template)
+    return proc
+
+
 def run(cmd: list[str], env: dict[str, str], timeout: float = 600, check: bool = True,
         log: Path | None = None) -> subprocess.CompletedProcess:
-    """Runs a command of the Airflow environment; its output goes to ``log`` when given."""
+    """Runs a command of the Airflow environment; its output goes to ``log`` when given.
+    ``airflow db migrate`` of a fresh SQLite home goes through ``migrate``."""
+    if cmd == _MIGRATE and check:
+        return migrate(env, log, timeout)
+    return _run(cmd, env, timeout, check, log)
+
+
+def _run(cmd: list[str], env: dict[str, str], timeout: float, check: bool,
+         log: Path | None) -> subprocess.CompletedProcess:
     if log is None:
         return subprocess.run(cmd, env=env, cwd=REPO_ROOT, capture_output=True, text=True,
                               timeout=timeout, check=check)
