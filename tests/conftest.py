@@ -24,6 +24,25 @@ END_DATE = dt.date(2026, 11, 20)  # the last demo span in tests: fixed, so tests
 SPAN_DATES = [END_DATE - dt.timedelta(days=i) for i in range(6, -1, -1)]
 
 
+# pytest-xdist (`-n 2 --dist loadgroup`): tests that share an expensive session fixture go to one
+# worker, so each fixture is built once; tests that start servers go together. First match wins.
+CHAIN_FIXTURES = {"staged", "snapshot", "golden", "transformed", "trained"}
+XDIST_GROUPS = (
+    ("adult-chain", lambda item: bool(CHAIN_FIXTURES & set(item.fixturenames))),
+    ("airflow-scheduler", lambda item: "scheduler" in item.fixturenames),
+    ("servers", lambda item: item.path.parent.name == "deploy"),
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        group = next((name for name, matches in XDIST_GROUPS if matches(item)), None)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def adult_cfg():
     return load_config(REPO_ROOT / "configs" / "adult.yaml")
