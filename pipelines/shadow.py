@@ -165,7 +165,7 @@ def judge(cfg: PipelineConfig, spans: list[dict[str, Any]]) -> dict[str, Any]:
             reasons.append(f"live {metric} on {slice_}: the shadow's is undefined on span {span} "
                            f"({c['why_undefined']['shadow'] or 'no value'}) where production's "
                            f"is {c['production']:.4f}; undefined never counts as no worse")
-        examples = sum(c["examples"] for c, _ in both)
+        examples = int(sum(c["examples"] for c, _ in both))  # TFMA counts are floats
         if not both:
             not_compared.append({"key": key, "slice": slice_, "why": "undefined for production "
                                  "on every span" if not shadow_undefined else "undefined for the "
