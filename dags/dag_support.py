@@ -75,13 +75,15 @@ def run_context() -> RunContext:
     c = get_current_context()
     dag_run, ti = c["dag_run"], c["ti"]
     run_type = str(getattr(dag_run.run_type, "value", dag_run.run_type))
-    triggered_by = TRIGGERED_BY.get(run_type, run_type)
-    if any(asset.name.endswith(f".{RETRAIN_REQUESTED}")
-           for asset in (c.get("triggering_asset_events") or {})):
+    triggered_by, trigger = TRIGGERED_BY.get(run_type, run_type), None
+    requested = [a for a in (c.get("triggering_asset_events") or {})
+                 if a.name.endswith(f".{RETRAIN_REQUESTED}")]
+    if requested:
+        trigger = alarm_request(c, requested[0].name.removesuffix(f".{RETRAIN_REQUESTED}"))
         triggered_by = MONITOR_ALARM
     return RunContext(run_id=dag_run.run_id, dag_id=dag_run.dag_id, dag_run_id=dag_run.run_id,
                       try_number=ti.try_number, triggered_by=triggered_by,
-                      params=dict(c["params"]), **_openlineage_parents(ti))
+                      params=dict(c["params"]), trigger=trigger, **_openlineage_parents(ti))
 
 
 def retrain_requested_asset(name: str) -> Asset:

@@ -61,6 +61,9 @@ class RunContext:
     # provider's lineage_parent_id / lineage_root_parent_id macros): our events' parent run facet.
     openlineage_parent_id: str | None = None
     openlineage_root_parent_id: str | None = None
+    # issue 12: why a retrain run started, when a monitor alarm started it (pipelines.arrival.
+    # alarm_request: span, reasons, source runs); the audit report shows it
+    trigger: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

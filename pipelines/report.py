@@ -451,8 +451,21 @@ def _inputs(record: dict[str, Any], promotion: dict[str, Any] | None) -> list[st
                for k, v in items] + ["</table>"])
 
 
-def render(record: dict[str, Any], promotion: dict[str, Any] | None = None) -> str:
-    """The HTML page for an evaluation record (and the promotion result, when there is one)."""
+def _trigger(trigger: dict[str, Any] | None) -> list[str]:
+    """issue 12: why the run started, when a monitor alarm started it (RunContext.trigger)."""
+    if not trigger:
+        return []
+    runs = ", ".join(trigger.get("source_runs") or []) or "unknown"
+    return [f"<h2>Why this run</h2><p id='trigger'>Triggered by monitor alarm (monitor run "
+            f"{esc(runs)}); trained on span {esc(str(trigger.get('span')))}:</p>"
+            "<ul id='trigger-reasons'>"
+            + "".join(f"<li>{esc(r)}</li>" for r in trigger.get("reasons") or []) + "</ul>"]
+
+
+def render(record: dict[str, Any], promotion: dict[str, Any] | None = None,
+           trigger: dict[str, Any] | None = None) -> str:
+    """The HTML page for an evaluation record (and the promotion result, when there is one;
+    ``trigger``: the monitor alarm that started the run, RunContext.trigger)."""
     task = record.get("task", "binary")
     cls, title, reasons = _decision(record, promotion)
     notes = _Notes()
@@ -466,6 +479,7 @@ def render(record: dict[str, Any], promotion: dict[str, Any] | None = None) -> s
     if reasons:
         out.append("<h2>Reasons</h2><ul id='reasons'>"
                    + "".join(f"<li>{esc(r)}</li>" for r in reasons) + "</ul>")
+    out += _trigger(trigger)
     out += _headline(record, task, notes)
     out += _worst(record, task, notes)
     out += _fairness(record)
@@ -492,7 +506,7 @@ def report(cfg: PipelineConfig, home: Path, ctx: RunContext, evaluation_uri: str
     path = store.report_path(home, cfg.name, name)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
-    tmp.write_text(render(record, promotion), encoding="utf-8")
+    tmp.write_text(render(record, promotion, ctx.trigger), encoding="utf-8")
     os.replace(tmp, path)
     decision = _decision(record, promotion)[1]
     return {"report_html": str(path), "decision": decision,

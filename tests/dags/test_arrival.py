@@ -173,3 +173,32 @@ def test_no_data_is_recorded_in_lineage_and_is_the_run_outcome(tmp_path):
     assert runs["asset_triggered__1"]["triggered_by"] == "monitor_alarm"
     assert runs["asset_triggered__1"]["outcome"] == "incomplete"  # only arrival recorded so far
     assert [s["step"] for s in runs["asset_triggered__1"]["steps"]] == ["arrival"]
+
+
+def test_run_context_of_an_alarm_triggered_run_carries_the_alarm(monkeypatch):
+    run = SimpleNamespace(run_type="asset_triggered", dag_id="retrain_adult", run_id="a1",
+                          logical_date=None, run_after=dt.datetime(2026, 11, 23, tzinfo=dt.UTC))
+    ctx = {**_context(events=_accessor(ALARM), logical=None), "dag_run": run,
+           "ti": SimpleNamespace(try_number=1)}
+    monkeypatch.setattr(dag_support, "get_current_context", lambda: ctx)
+    got = dag_support.run_context()
+    assert got.triggered_by == "monitor_alarm" and got.trigger["span"] == "2026-11-19"
+    assert got.trigger["source_runs"] == ["monitor_adult/run-0"]
+    ctx["triggering_asset_events"] = {}
+    run.run_type = "scheduled"
+    plain = dag_support.run_context()
+    assert (plain.triggered_by, plain.trigger) == ("schedule", None)
+
+
+def test_the_audit_report_says_which_alarm_started_the_run(adult_cfg, monkeypatch):
+    from pipelines import report
+    from tests.eval.test_report import _binary_rows, _curves, _record
+
+    monkeypatch.setattr(report, "_figures", lambda record: [])  # plots: tests/eval/test_report.py
+    record = _record(adult_cfg, _binary_rows(), True, _curves("binary"))
+    request = {**arrival.alarm_request([ALARM]), "source_runs": ["monitor_adult/m<1>"]}
+    answer = report.render(record, None, request).split("id='details'", 1)[0]
+    assert "Triggered by monitor alarm (monitor run monitor_adult/m&lt;1&gt;); trained on span " \
+        "2026-11-19:" in answer
+    assert "<li>span 2026-11-19: live AUC 0.71 &lt; 0.85</li>" in answer
+    assert "Why this run" not in report.render(record, None, None)
