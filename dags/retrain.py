@@ -94,6 +94,7 @@ HEAVY: dict[str, Any] = {"queue": q} if (q := os.environ.get("PIPELINES_HEAVY_QU
 RETRY_BACKOFF: dict[str, Any] = {"retries": 3, "retry_delay": dt.timedelta(seconds=20),
                  "retry_exponential_backoff": 2.0, "max_retry_delay": dt.timedelta(minutes=10)}
 REFUSAL_KEY = "refusal"  # XCom of promote when a blessed model is refused
+DECISION_KEY = "decision"  # XCom of approve: the decision (a rejection skips, returning nothing)
 
 
 class PromotionRefused(AirflowFailException):
@@ -106,8 +107,8 @@ class PromotionApproval(ApprovalOperator):
 
     Before it waits, it renders the pre-decision audit report and shows the evaluation's verdict,
     reasons, metrics against production, gates and the report path (pipelines.approval.ask). On
-    resume it records the decision in lineage (step ``approval``: who, when, comment) and returns
-    it (XCom) for the report. Approve: promote runs. Reject: promote is skipped (the operator skips
+    resume it records the decision in lineage (step ``approval``: who, when, comment) and pushes
+    it (XCom key ``decision``) for the report; a retry acts on a recorded decision, never asks twice. Approve: promote runs. Reject: promote is skipped (the operator skips
     its direct downstream). No answer within ``approval_timeout_hours``: the scheduler applies the
     default, Reject, with nobody as responder, recorded as timed out. The run stays green either
     way; production is untouched.
@@ -123,6 +124,10 @@ class PromotionApproval(ApprovalOperator):
         from pipelines.context import utcnow
 
         evaluated = context["ti"].xcom_pull(task_ids="evaluate")
+        done = approval.recorded(self.config_path, context["dag_run"].run_id, evaluated)
+        if done is not None:  # a retry after the person decided: act on it, never ask twice
+            log.info("decision already recorded for this run: %s", done["reason"])
+            return self._conclude(context, done)
         self.subject, self.body, report_html = approval.ask(self.config_path, run_context(),
                                                             evaluated, utcnow())
         log.info("waiting for a decision; pre-decision audit report: %s", report_html)
@@ -142,7 +147,16 @@ class PromotionApproval(ApprovalOperator):
             decision = approval.record(self.config_path, run_context(), evaluated,
                                        approval.decide(response, self.timeout_hours))
             log.info("approval: %s", decision["reason"])
-        super().execute_complete(context, event)
+            context["ti"].xcom_push(key=DECISION_KEY, value=decision)
+        super().execute_complete(context, event)  # on a rejection: skips promote, returns nothing
+        return decision
+
+    def _conclude(self, context: Any, decision: dict[str, Any]) -> dict[str, Any]:
+        from pipelines import approval
+
+        context["ti"].xcom_push(key=DECISION_KEY, value=decision)
+        if approval.declined(decision):
+            self.skip(ti=context["ti"], tasks=context["task"].get_direct_relatives(upstream=False))
         return decision
 
 
@@ -281,7 +295,7 @@ def build_dag(config_path: Path):
             from pipelines import approval
 
             refusal = None
-            decision = (get_current_context()["ti"].xcom_pull(task_ids="approve")
+            decision = (get_current_context()["ti"].xcom_pull(task_ids="approve", key=DECISION_KEY)
                         if cfg.promotion.policy == "approval" else None)
             if promoted is None and evaluated.get("blessed") and not approval.declined(decision):
                 refusal = get_current_context()["ti"].xcom_pull(task_ids="promote",

@@ -269,6 +269,35 @@ def required(cfg: PipelineConfig, home: Path, evaluation_uri: str | Path
     return None, f"{how}; no decision is recorded for evaluation {target}"
 
 
+def recorded(config_path: str | Path, run_id: str, evaluated: Evaluated,
+             home: str | Path | None = None) -> dict[str, Any] | None:
+    """The decision already recorded for this run and evaluation, else None.
+
+    A retried approve task acts on it instead of asking again (Airflow starts a retry as a new
+    task instance with a new, unanswered request; the person decided once).
+    """
+    from sqlalchemy import select
+    from sqlalchemy.orm import Session
+
+    from pipelines.lineage.store import COMPLETED, Execution, LineageError, get_engine
+
+    cfg, root = load_config(config_path), store.resolve_home(home)
+    target = str(Path(evaluated["evaluation_uri"]).resolve())
+    try:
+        engine = get_engine(root, readonly=True)
+    except LineageError:
+        return None  # no store yet: nothing was decided
+    with Session(engine) as session:
+        rows = session.scalars(select(Execution).where(
+            Execution.pipeline == cfg.name, Execution.step == STEP, Execution.run_id == run_id,
+            Execution.status == COMPLETED).order_by(Execution.started.desc(), Execution.id.desc()))
+        for row in rows:
+            summary = dict(row.summary or {})
+            if str(Path(str(summary.get("evaluation_uri"))).resolve()) == target:
+                return summary
+    return None
+
+
 def shown(promotion: dict[str, Any] | None) -> tuple[str, str, list[str]] | None:
     """The report's (css class, title, reasons) when the approval decides the outcome, else None.
 

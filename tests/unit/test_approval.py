@@ -118,6 +118,13 @@ def test_decisions_are_recorded_and_only_an_approval_lets_promote_through(cfg, t
                                         "not promoted"]
     assert runs["manual__1"]["approval"]["by"] == "admin"
     assert runs["manual__1"]["approval"]["comment"] == "ship it"
+    # a retried approve task finds the decision of its run and evaluation, and only that
+    again = approval.recorded(config, "manual__2", second, home=home)
+    assert again["outcome"] == "rejected" and again["by"] == "admin"
+    assert approval.declined(again)
+    assert approval.recorded(config, "manual__2", first, home=home) is None
+    assert approval.recorded(config, "manual__3", second, home=home) is None
+    assert approval.recorded(config, "manual__1", first, home=tmp_path / "empty") is None
 
 
 def test_request_shows_verdict_reasons_metrics_gates_and_report_path(adult_cfg):
