@@ -355,22 +355,34 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
                     preprocessing_fn, output_record_batches=True))
         else:
             raw = {"eval": p | "Readeval" >> sources["eval"].BeamSource()}
-            # every part is read once: analyzed (if it must be) and transformed
-            part_rows = [p | f"Readtrain[{i}]" >> source(part.files).BeamSource()
-                         for i, part in enumerate(parts)]
+            # Each row is read once: a part to analyze on its own (its rows are transformed
+            # too), the parts whose accumulators are cached together (transformed only).
+            part_rows = {i: p | f"Readtrain[{i}]" >> source(parts[i].files).BeamSource()
+                         for i in analyzed}
+            train_rows = list(part_rows.values())
+            from_cache = [i for i in range(len(parts)) if i not in part_rows]
+            if from_cache:
+                train_rows.append(p | "Readtrain[cached]" >> source(
+                    [f for i in from_cache for f in parts[i].files]).BeamSource())
+            # One Create of every cached accumulator, picked apart by fused FlatMaps: a Create
+            # per (part, entry) would add a Beam stage each (6 spans x 12 analyzers here).
+            accumulators = p | "CachedAccumulators" >> beam.Create(
+                [(i, entry, value) for i in from_cache
+                 for entry, values in sorted(cached[i].items()) for value in values],
+                reshuffle=False)
             input_cache = {
                 keys[i]: tft_beam.analyzer_cache.DatasetCache({
-                    entry: p | f"Cache[{i}][{j}]" >> beam.Create(values)
-                    for j, (entry, values) in enumerate(sorted(cached[i].items()))}, None)
-                for i in range(len(parts)) if i not in analyzed}
+                    entry: accumulators | f"Cache[{i}][{j}]" >> beam.FlatMap(
+                        _pick_accumulator, i, entry)
+                    for j, entry in enumerate(sorted(cached[i]))}, None)
+                for i in from_cache}
             transform_fn, output_cache = (
-                ({keys[i]: part_rows[i] if i in analyzed else None for i in range(len(parts))},
-                 input_cache, adapter)
+                ({keys[i]: part_rows.get(i) for i in range(len(parts))}, input_cache, adapter)
                 | "Analyze" >> tft_beam.AnalyzeDatasetWithCache(preprocessing_fn))
             for i in analyzed:
                 _write_part_cache(output_cache[keys[i]], out / "cache" / f"{i}.json", i)
             train_xf, _ = (
-                ((part_rows | "FlattenTrain" >> beam.Flatten(), adapter), transform_fn)
+                ((train_rows | "FlattenTrain" >> beam.Flatten(), adapter), transform_fn)
                 | "TransformTrain" >> tft_beam.TransformDataset(output_record_batches=True))
         eval_xf, _ = (
             ((raw["eval"], sources["eval"].TensorAdapterConfig()), transform_fn)
@@ -386,6 +398,11 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
     metadata_io.write_metadata(dataset_metadata.DatasetMetadata(schema),
                                str(out / GRAPH_DIR / tft.TFTransformOutput.RAW_METADATA_DIR))
     return analyzed
+
+
+def _pick_accumulator(item: tuple[int, bytes, bytes], part: int, entry: bytes) -> list[bytes]:
+    """The value of a cached (part, entry, value) triple if it is of ``part`` and ``entry``."""
+    return [item[2]] if item[0] == part and item[1] == entry else []
 
 
 def _parts_to_read(preprocessing_fn, adapter, keys, cached: dict[int, Any]) -> set[int]:
