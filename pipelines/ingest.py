@@ -410,15 +410,17 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
             lambda rec, n: splits.index(rec[0]), len(splits))  # type: ignore[arg-type]
         labels = [] if golden else sorted(set(span_of.values()))
         for i, split in enumerate(splits):
-            if split == "train":  # one file per span: train/data-<span>-00000-of-00001.tfrecord
+            if split == "train":  # files per span: train/data-<span>-00000-of-00001.tfrecord
+                # No num_shards: a fixed shard count makes Beam group every row by shard first
+                # (a GroupByKey the in-process runner holds in memory); written per bundle, the
+                # rows stream to the file (one bundle, one file, on the DirectRunner).
                 by_span = by_split[i] | "RouteSpan" >> beam.Partition(
                     lambda rec, n: labels.index(span_of[rec[1]]), len(labels))  # type: ignore[arg-type]
                 for label, rows_of_span in zip(labels, by_span, strict=True):
                     (rows_of_span
                      | f"Payload{split}[{label}]" >> beam.Map(lambda rec: rec[3])
                      | f"Write{split}[{label}]" >> beam.io.WriteToTFRecord(
-                         str(out / split / f"data-{label}"), file_name_suffix=".tfrecord",
-                         num_shards=1))
+                         str(out / split / f"data-{label}"), file_name_suffix=".tfrecord"))
                 continue
             (by_split[i]
              | f"Payload{split}" >> beam.Map(lambda rec: rec[3])
@@ -432,10 +434,16 @@ def run_beam(cfg: PipelineConfig, files: list[str], out: Path, golden: bool) -> 
          | "PayloadFile" >> beam.Map(lambda rec: rec[3])
          | "WriteFiles" >> beam.io.WriteToText(str(out / ".files"), file_name_suffix=".jsonl",
                                                shard_name_template=""))
-        ((routed, bad)
+        # Rows per (split, file, stratum), counted in the parse stage itself (the count's combiner
+        # is lifted into it) before the two branches meet: the in-process runner materializes
+        # whatever a Flatten joins, so flattening the rows would hold every payload in memory.
+        counts = [recs
+                  | f"StatKey{name}" >> beam.Map(
+                      lambda rec: (json.dumps([rec[0], rec[1], str(rec[2])]), 1))
+                  | f"Count{name}" >> beam.CombinePerKey(sum)
+                  for name, recs in (("Rows", routed), ("Bad", bad))]
+        (counts  # disjoint keys: a row's split is never "malformed"
          | "All" >> beam.Flatten()
-         | "StatKey" >> beam.Map(lambda rec: (json.dumps([rec[0], rec[1], str(rec[2])]), 1))
-         | "Count" >> beam.CombinePerKey(sum)
          | "StatLine" >> beam.MapTuple(lambda k, n: json.dumps([*json.loads(k), n]))
          | "WriteStats" >> beam.io.WriteToText(str(out / ".stats"), file_name_suffix=".jsonl",
                                                shard_name_template=""))
