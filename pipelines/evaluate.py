@@ -15,6 +15,7 @@ snapshot eval splits and the golden set; see :mod:`pipelines.eval_tfma` and
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 import uuid
@@ -150,8 +151,16 @@ def evaluate(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
              f"production v{baseline['version']}" if baseline else "no baseline", sorted(datasets))
     with publish(final) as tmp:
         start = time.perf_counter()
-        eval_tfma.run(cfg, datasets, str(candidate), str(baseline_dir) if baseline_dir else None,
-                      tmp / "tfma")
+        # Inside a long-lived process (`pipelines run`, after training) the heap left by
+        # TensorFlow makes every full garbage collection walk millions of objects, and TFMA's
+        # per-example work triggers many: freezing what exists now takes it out of the collector's
+        # scans for the run (issue 11). Unfrozen after, so it is collectable again.
+        gc.freeze()
+        try:
+            eval_tfma.run(cfg, datasets, str(candidate),
+                          str(baseline_dir) if baseline_dir else None, tmp / "tfma")
+        finally:
+            gc.unfreeze()
         tfma_seconds = time.perf_counter() - start
         rows = eval_tfma.load_rows(cfg, tmp / "tfma")
         curves = eval_tfma.load_curves(cfg, tmp / "tfma")
