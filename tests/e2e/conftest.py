@@ -38,6 +38,8 @@ TEST_SETTINGS = {
     "AIRFLOW__SCHEDULER__SCHEDULER_IDLE_SLEEP_TIME": "0.5",
 }
 
+SQLITE_BUSY_TIMEOUT_S = 60
+
 
 def deep_merge(base: dict, overrides: dict) -> dict:
     """``base`` with ``overrides`` merged in: mappings merge key by key, anything else replaces."""
@@ -73,6 +75,10 @@ class Scheduler:
         self.env = airflow_env(self.root / "airflow", self.home,
                                PIPELINES_CONFIG_DIR=str(self.configs))
         self.env.update(TEST_SETTINGS)
+        # Four services and the tasks share one SQLite file: under load a writer can hold it
+        # longer than sqlite3's default 5 s busy timeout, and "database is locked" then kills
+        # the scheduler or the triggerer. Wait up to SQLITE_BUSY_TIMEOUT_S for the lock instead.
+        self.env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] += f"?timeout={SQLITE_BUSY_TIMEOUT_S}"
         self.services = AirflowServices(self.env, self.root / "logs", triggerer=True)
         self.api: Api
         self.staged_end, self.staged_days = STAGED_END, STAGED_DAYS

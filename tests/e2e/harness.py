@@ -67,7 +67,8 @@ def migrate(env: dict[str, str], log: Path | None = None, timeout: float = 600
     """`airflow db migrate` for real once per test process; a later fresh SQLite home gets a
     copy of that DB (the same schema and rows; saves a migration of the whole schema each time)."""
     db = Path(env["AIRFLOW_HOME"]) / "airflow.db"
-    fresh = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN") == f"sqlite:///{db}" and not db.exists()
+    url = env.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN", "").split("?")[0]  # ?timeout=...
+    fresh = url == f"sqlite:///{db}" and not db.exists()
     if fresh and _migrated_db and _migrated_db[0].is_file():
         shutil.copyfile(_migrated_db[0], db)
         if log is not None:
@@ -205,8 +206,13 @@ class AirflowServices:
         self.stop()
 
 
+LOCKED_RETRIES = 5  # Airflow answers 503 when SQLite is locked (e.g. POST /backfills): retry
+
+
 class Api:
-    """A small client of /api/v2 with a JWT token from the simple auth manager."""
+    """A small client of /api/v2 with a JWT token from the simple auth manager. A 503 (the
+    metadata DB was locked, the request rolled back), and a GET that timed out or found no
+    server, are retried after 2, 4, ... 10 s."""
 
     def __init__(self, port: int):
         self.base = f"http://127.0.0.1:{port}"
@@ -219,13 +225,24 @@ class Api:
         if auth:
             headers["Authorization"] = f"Bearer {self.token}"
         data = json.dumps(body).encode() if body is not None else None
-        req = urllib.request.Request(self.base + path, data=data, headers=headers, method=method)
-        try:
-            with urllib.request.urlopen(req, timeout=30) as resp:
-                text = resp.read().decode()
-        except urllib.error.HTTPError as exc:
-            raise AssertionError(f"{method} {path}: HTTP {exc.code}: {exc.read().decode()}") from exc
-        return json.loads(text) if text else None
+        for attempt in range(LOCKED_RETRIES + 1):
+            req = urllib.request.Request(self.base + path, data=data, headers=headers,
+                                         method=method)
+            try:
+                with urllib.request.urlopen(req, timeout=30) as resp:
+                    text = resp.read().decode()
+                return json.loads(text) if text else None
+            except urllib.error.HTTPError as exc:
+                detail = exc.read().decode()
+                if exc.code == 503 and attempt < LOCKED_RETRIES:
+                    time.sleep(2 * (attempt + 1))  # SQLite was locked; Airflow rolled back
+                    continue
+                raise AssertionError(f"{method} {path}: HTTP {exc.code}: {detail}") from exc
+            except (TimeoutError, urllib.error.URLError):
+                if method != "GET" or attempt == LOCKED_RETRIES:  # only a read is safe to repeat
+                    raise
+                time.sleep(2 * (attempt + 1))  # an API server slow under load: ask again
+        raise AssertionError("unreachable")
 
     def get(self, path: str) -> Any:
         return self._call("GET", path)
