@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import datetime as dt
 import time
+from pathlib import Path
 
 import pytest
 
@@ -123,6 +124,8 @@ def test_alarm_triggers_retraining_and_a_missing_span_ends_as_no_data(trig):
     assert waited["span"] == DRIFTED.isoformat() and waited["trigger"]["reasons"] == [
         f"span {DRIFTED.isoformat()}: {r}" for r in alarm["reasons"]]
     assert "triggered by monitor alarm: " in _log(api, run_id, "ingest")
+    page = Path(api.xcom(run_id, "report", dag_id=RETRAIN)["report_html"]).read_text()
+    assert f"Triggered by monitor alarm (monitor run {MONITOR}/{monitored})" in page
     record = {r["dag_run_id"]: r for r in list_runs(s.home, NAME)["runs"]}[run_id]
     assert record["triggered_by"] == "monitor_alarm"
     assert record["steps"][0]["step"] == "arrival"
