@@ -149,7 +149,7 @@ def test_next_window_analyzes_one_span_and_equals_a_full_analysis(adult_cfg, win
 
     a, b, labels = windows
     incremental_home, full_home = tmp_path / "incremental", tmp_path / "full"
-    first = transform(adult_cfg, incremental_home, CTX, snapshot_uris=[a])
+    first = transform(adult_cfg, incremental_home, CTX, snapshot_uris=[a], analyzer_cache=True)
     assert [p["cache"] for p in first["analysis"]] == ["miss"] * 7
     # damage yesterday's entry of one shared span: it must be detected, ignored and rewritten
     damaged = Path(next(p["cache_uri"] for p in first["analysis"] if p["span"] == labels[3]))
@@ -157,7 +157,8 @@ def test_next_window_analyzes_one_span_and_equals_a_full_analysis(adult_cfg, win
     (damaged / CACHE_FILE).write_bytes(payload[:-10] + b"0" * 10)
 
     with caplog.at_level(logging.WARNING):
-        incremental = transform(adult_cfg, incremental_home, CTX, snapshot_uris=[b])
+        incremental = transform(adult_cfg, incremental_home, CTX, snapshot_uris=[b],
+                                analyzer_cache=True)
     full = transform(adult_cfg, full_home, CTX, snapshot_uris=[b], analyzer_cache=False)
 
     by_span = {p["span"]: p["cache"] for p in incremental["analysis"]}
