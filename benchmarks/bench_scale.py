@@ -47,6 +47,7 @@ CONFIG = REPO / "configs" / "adult.yaml"
 END = dt.date(2026, 11, 20)
 PERTURBED = "fnlwgt"
 TARGET_PEAK_MB = 1536
+CODE: Path | None = None  # --code
 STEPS = ("ingest", "ingest_golden", "validate", "validate_golden", "transform", "train",
          "evaluate", "promote")
 
@@ -94,6 +95,8 @@ def run_step(home: Path, args: list[str], log: Path) -> dict:
     """``pipelines <args>`` in a child process: wall, CPU, peak RSS, its JSON result."""
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
            "PIPELINES_HOME": str(home)}
+    if CODE:  # a fixed copy of the code (the shared tree changes under a long run)
+        env["PYTHONPATH"] = str(CODE)
     load_before = loadavg()
     t = time.perf_counter()
     with open(log, "ab") as err, open(log.with_suffix(".out"), "wb") as out:
@@ -178,6 +181,30 @@ def measure(scale: int, work: Path, keep: bool, save=lambda run: None) -> dict:
     return run
 
 
+def reuse_pass(scale: int, work: Path, doc: dict) -> None:
+    """The chain once more on a kept store (every input unchanged): the run's ``again`` rows."""
+    home = work / f"bench_scale_x{scale}"
+    prev = json.loads((RESULTS / "scale.json").read_text())
+    run = next(r for r in prev["runs"] if r["scale"] == scale)
+    run["again"] = slim(chain(home, home / "logs"))
+    print(f"x{scale} again: {json.dumps(run['again'])}", flush=True)
+    doc["runs"] = [run]
+    write_results(doc, own={scale})
+
+
+def run_progress(log: Path) -> dict[str, float | str]:
+    """Seconds per task from the progress lines of ``pipelines run`` (``HH:MM:SS  task  success
+    12.3 s``); a task that did not succeed shows its status."""
+    import re
+
+    out: dict[str, float | str] = {}
+    for line in log.read_text(errors="replace").splitlines():
+        m = re.match(r"^\d\d:\d\d:\d\d  (\w+)\s+(\w+)(?:\s+([\d.]+) s)?", line)
+        if m and m.group(2) != "started":
+            out[m.group(1)] = float(m.group(3)) if m.group(3) else m.group(2)
+    return out
+
+
 def pipelines_run(work: Path) -> dict:
     """``pipelines run`` at x1: first run (empty store), second run (first model in production)."""
     home = work / "bench_scale_run"
@@ -190,9 +217,8 @@ def pipelines_run(work: Path) -> dict:
         if name == "second":
             args.append("--force")  # re-run every step: the daily case with a new model
         r = run_step(home, args, home / f"run_{name}.log")
-        res = r.pop("result") or {}
-        r["steps"] = {k: v.get("seconds") for k, v in (res.get("steps") or {}).items()
-                      if isinstance(v, dict)} if isinstance(res, dict) else {}
+        r.pop("result", None)
+        r["steps"] = run_progress(home / f"run_{name}.log")
         out[name] = r
         print(f"run {name}: {json.dumps(r)}", flush=True)
     shutil.rmtree(home, ignore_errors=True)
@@ -217,7 +243,7 @@ def exponents(runs: list[dict]) -> dict[str, dict[str, float]]:
     return out
 
 
-def write_results(doc: dict) -> None:
+def write_results(doc: dict, own: set[int] | None = None) -> None:
     """Writes scale.json and scale.md, keeping the runs of other scales already recorded there
     (scales may run in parallel processes: the merge holds a lock)."""
     import fcntl
@@ -228,9 +254,10 @@ def write_results(doc: dict) -> None:
         old = RESULTS / "scale.json"
         if old.is_file():
             prev = json.loads(old.read_text())
-            mine = {r["scale"] for r in doc["runs"]}
-            doc["runs"] = sorted([*doc["runs"], *(r for r in prev.get("runs", [])
-                                                  if r["scale"] not in mine)],
+            # the scales this process measures; every other one as the file holds it now
+            mine = own if own is not None else {r["scale"] for r in doc["runs"]}
+            doc["runs"] = sorted([*(r for r in doc["runs"] if r["scale"] in mine),
+                                  *(r for r in prev.get("runs", []) if r["scale"] not in mine)],
                                  key=lambda r: r["scale"])
             doc.setdefault("pipelines_run", prev.get("pipelines_run"))
             if doc.get("pipelines_run") is None:
@@ -285,22 +312,31 @@ def _write(doc: dict) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--scales", type=int, nargs="+", default=[1, 20])
+    parser.add_argument("--scales", type=int, nargs="*", default=[1, 20])
+    parser.add_argument("--again", type=int, metavar="SCALE",
+                        help="only the reuse pass, on the store a --keep run of SCALE left")
     parser.add_argument("--work", type=Path, default=Path("/tmp"))
     parser.add_argument("--run", action="store_true", help="also time `pipelines run` at x1")
     parser.add_argument("--keep", action="store_true", help="keep the artifact stores")
+    parser.add_argument("--code", type=Path,
+                        help="run the steps from this copy of the repo (e.g. `git archive HEAD`)")
     args = parser.parse_args()
-    doc = {"benchmark": "scale", "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+    global CODE
+    CODE = args.code
+    doc = {"benchmark": "scale", "code": str(CODE or REPO), "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},
            "load_at_start": loadavg(), "runs": [], "exponents": {}}
     if args.run:
         doc["pipelines_run"] = pipelines_run(args.work)
-        write_results(doc)
+        write_results(doc, own=set())
+    if args.again:
+        reuse_pass(args.again, args.work, doc)
+        return
     for scale in args.scales:
         def save(run: dict) -> None:
             doc["runs"] = [*(r for r in doc["runs"] if r["scale"] != run["scale"]), run]
-            write_results(doc)
+            write_results(doc, own={run["scale"]})
 
         measure(scale, args.work, args.keep, save)
 
