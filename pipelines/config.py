@@ -455,6 +455,11 @@ class PipelineConfig(_Strict):
     beam: Beam = Beam()
     validation: Validation
     transform_module: str = Field(description="module holding preprocessing_fn, e.g. transforms.adult")
+    transform_analyzer_cache: bool = Field(
+        False, description="analyze each span once and reuse its TFT analyzer accumulators in "
+        "later windows (pipelines/transform.py); pays off when a span's analysis costs more than "
+        "the fixed Beam/TFT work of one more dataset: off at Adult's size "
+        "(benchmarks/results/transform_incremental.md)")
     model: Model = Model()
     evaluation: Evaluation = Evaluation()
     promotion: Promotion = Promotion()

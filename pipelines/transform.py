@@ -456,7 +456,8 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         force: transform again even when an identical transform exists: the new transform is
             ``<id>-r<N>`` beside the old one, which stays untouched.
         analyzer_cache: analyze per span (or per snapshot) and reuse the accumulators of parts
-            analyzed before (see the module docstring). Off by default: at Adult's size the
+            analyzed before (see the module docstring); also on when the config sets
+            ``transform_analyzer_cache``. Off by default: at Adult's size the
             per-span datasets cost more fixed Beam/TFT work than the analysis they save
             (benchmarks/results/transform_incremental.md); off, the train rows are analyzed as
             one dataset with nothing read from or written to the cache.
@@ -482,6 +483,7 @@ def transform(cfg: PipelineConfig, home: Path, ctx: RunContext,
         tid = final.name
 
     started = time.perf_counter()
+    analyzer_cache = analyzer_cache or cfg.transform_analyzer_cache
     parts = analysis_parts(snapshot_uris) if analyzer_cache else None
     cached: dict[int, dict[bytes, list[bytes]]] = {}
     entries: list[Path] = []

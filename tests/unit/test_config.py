@@ -96,3 +96,17 @@ def test_a_config_with_no_evaluation_section_inherits_no_use_case(tmp_path):
     assert cfg.evaluation.slices == [[]]  # overall only
     assert cfg.evaluation.fairness is None and cfg.evaluation.thresholds == {}
     assert cfg.evaluation.slice_features == {}
+
+
+def test_the_transform_analyzer_cache_is_a_config_switch_off_by_default(tmp_path, adult_cfg):
+    assert adult_cfg.transform_analyzer_cache is False
+    text = (REPO_ROOT / "configs" / "adult.yaml").read_text()
+    on = tmp_path / "on.yaml"
+    on.write_text(text.replace("transform_module: transforms.adult",
+                               "transform_module: transforms.adult\ntransform_analyzer_cache: true"))
+    assert load_config(on).transform_analyzer_cache is True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(text.replace("transform_module: transforms.adult",
+                                "transform_module: transforms.adult\ntransform_analyzer_cache: often"))
+    with pytest.raises(ConfigError, match="transform_analyzer_cache"):
+        load_config(bad)
