@@ -196,8 +196,8 @@ def parsed_files(out: Path, described: list[dict[str, Any]]) -> list[dict[str, A
         got = parsed.get(f["uri"])
         first = None if scanned is None else scanned.get(f["uri"], {"size": -1, "sha256": ""})
         if first is not None and (first["size"], first["sha256"]) != (f["size"], f["sha256"]):
-            problems.append(f"{f['uri']}: changed while it was ingested (its bytes differ between "
-                            "the split plan's pass and the listing)")
+            problems.append(f"{f['uri']}: changed while it was ingested ({f['size']:,} bytes "
+                            f"when listed, {first['size']:,} bytes read by the split plan's pass)")
         elif got is None:
             problems.append(f"{f['uri']}: not read to its end (see malformed.jsonl: it was "
                             "replaced by something that is not a regular file, or grew over "

@@ -170,8 +170,10 @@ def test_a_file_that_grows_during_ingest_is_refused_not_misrecorded(gate, span_t
     with pytest.raises(PipelineError) as info:
         gate.ingest(span_text)
     grown = len(span_text.encode()) + len(to_csv(span_rows[1:200]).encode())
+    # the split plan's first pass reads the grown file (the parse pass would too): either names
+    # the sizes the listing recorded and the bytes read
     assert (f"part-00000.csv: changed while it was ingested ({len(span_text.encode()):,} bytes "
-            f"when listed, {grown:,} bytes parsed)") in str(info.value)
+            f"when listed, {grown:,} bytes ") in str(info.value)
     assert not [p for p in (gate.home / "snapshots" / "adult").iterdir()
                 if not p.name.startswith(".")]
 
