@@ -9,6 +9,7 @@ processes. ``Api`` talks to Airflow 3's REST API (/api/v2) with a JWT from the s
 from __future__ import annotations
 
 import atexit
+import base64
 import datetime as dt
 import json
 import os
@@ -51,6 +52,19 @@ def airflow_env(airflow_home: Path, pipelines_home: Path, port: int | None = Non
     for key in ("AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT",
                 "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT"):
         env.setdefault(key, str(free_port()))  # 8793/8794 would clash with concurrent runs
+    # One JWT secret and Fernet key for every process of this Airflow. Unset, each process that
+    # starts before airflow.cfg exists (no `airflow db migrate` ran in a home whose DB is a copy)
+    # makes its own: the API server then refuses the workers' tokens ("Invalid auth token") and
+    # the triggerer cannot decrypt a deferred task's trigger.
+    # Kept in the home, so every env built for the same home agrees.
+    keys = Path(airflow_home) / "e2e-keys.json"
+    if not keys.is_file():
+        Path(airflow_home).mkdir(parents=True, exist_ok=True)
+        keys.write_text(json.dumps({
+            "AIRFLOW__API_AUTH__JWT_SECRET": base64.b64encode(os.urandom(32)).decode(),
+            "AIRFLOW__CORE__FERNET_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode()}))
+    for key, value in json.loads(keys.read_text()).items():
+        env.setdefault(key, value)
     passwords = Path(airflow_home) / "passwords.json"
     passwords.write_text(json.dumps({USER: PASSWORD}))
     env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] = str(passwords)
