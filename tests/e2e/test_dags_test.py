@@ -18,7 +18,8 @@ from tests.e2e.harness import DAG_ID, airflow_env, corrupt_span, production_alia
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-CHAIN = ["ingest", "validate", "transform", "train", "evaluate", "is_blessed", "promote", "report"]
+CHAIN = ["wait_for_span", "ingest", "validate", "transform", "train", "evaluate", "is_blessed",
+         "promote", "report"]
 
 
 def summary(env: dict[str, str]) -> dict:
