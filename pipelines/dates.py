@@ -13,6 +13,9 @@ from typing import Any
 from pipelines.errors import UsageError
 
 DATE_PATTERN = r"^[0-9]{4}-[0-9]{2}-[0-9]{2}$"
+# JSON Schema's `format` for an ISO full-date (RFC 3339) is named after the type it holds; the
+# Airflow UI shows a date picker for it. Named from the type, so no use case's column can match.
+DATE_SCHEMA_FORMAT = dt.date.__name__
 _DATE = re.compile(DATE_PATTERN)
 
 

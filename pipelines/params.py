@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from pipelines.config import FAIRNESS_GATE, PipelineConfig
-from pipelines.dates import DATE_PATTERN, parse_date
+from pipelines.dates import DATE_PATTERN, DATE_SCHEMA_FORMAT, parse_date
 from pipelines.errors import UsageError
 from pipelines.results import RunParams
 
@@ -22,7 +22,7 @@ SPAN_PATTERN = DATE_PATTERN
 THRESHOLD_PREFIX = "threshold_"
 # Airflow validates a Param with jsonschema's validator for the schema's "$schema" (the newest draft
 # when absent) and a FormatChecker. Draft 4 is named because from draft 6 on "integer" admits 7.0,
-# which a window must not be; the format checker refuses dates that do not exist ("format": "date",
+# which a window must not be; the format checker refuses dates that do not exist ("format": DATE_SCHEMA_FORMAT,
 # e.g. 2026-02-30), which no pattern can do simply. resolve_params checks both again.
 JSON_SCHEMA_DRAFT = "http://json-schema.org/draft-04/schema#"
 
@@ -46,7 +46,7 @@ def param_schemas(cfg: PipelineConfig) -> dict[str, dict[str, Any]]:
             "default": None,
             "type": ["null", "string"],
             "pattern": SPAN_PATTERN,
-            "format": "date",
+            "format": DATE_SCHEMA_FORMAT,
             "description": "last span to ingest, YYYY-MM-DD; empty: the run's logical date",
         },
         "window": {
