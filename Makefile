@@ -23,7 +23,7 @@ system-deps:  ## Debian packages the tests need (chromium, postgresql, redis-ser
 	bash scripts/install-system-deps.sh
 
 test: install system-deps  ## install if needed, then the whole suite (unit to end-to-end)
-	$(PY) -m pytest
+	$(PY) -m pytest -n 2 --dist loadgroup --no-loadscope-reorder
 
 test-fast: install  ## the tests that need no Beam/TF/TFMA/Airflow run
 	$(PY) -m pytest -m "not slow and not e2e"
