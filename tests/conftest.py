@@ -45,6 +45,19 @@ def _group(item) -> str:
     return name or item.nodeid.split("::", 1)[0]
 
 
+def _suffix_node_id(item, group: str) -> None:
+    """xdist's controller reads a test's group from a ``@group`` suffix of its node id, which
+    xdist 3.8 writes to ``item._nodeid``. pytest 9.2 keeps node ids structured in ``item._id``
+    and no longer reads ``_nodeid``, so every group is silently ignored and a fixture is built on
+    both workers (pytest-dev/pytest-xdist#1386, fix pending in #1388). Set the suffix on the
+    structured id here; on an older pytest xdist's own hook does it."""
+    node_id = getattr(item, "_id", None)
+    if node_id is not None and not str(node_id).endswith(f"@{group}"):
+        from _pytest.nodeid import NodeId
+
+        item._id = NodeId.parse(f"{node_id}@{group}")
+
+
 @pytest.hookimpl(tryfirst=True)  # before xdist's worker hook turns the marks into node ids
 def pytest_collection_modifyitems(config, items):
     if not getattr(config.option, "loadgroup", False):  # set in xdist workers by --dist loadgroup
@@ -53,6 +66,7 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         groups[item] = _group(item)
         item.add_marker(pytest.mark.xdist_group(groups[item]))
+        _suffix_node_id(item, groups[item])
 
     def rank(item):
         group = groups[item]
