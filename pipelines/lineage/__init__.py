@@ -4,7 +4,9 @@ Modules, lowest first (each imports only those above it in this list):
 
 - :mod:`pipelines.lineage.store`: the tables (artifacts, executions, events, after ML Metadata),
   the engines, and how values are stored (:func:`json_safe`, :func:`summarise`, artifact kinds).
-- :mod:`pipelines.lineage.openlineage`: OpenLineage START/COMPLETE/FAIL events beside the store.
+- :mod:`pipelines.lineage.openlineage`: OpenLineage START/COMPLETE/FAIL events beside the store
+  (plain JSON lines by default; :mod:`pipelines.lineage.openlineage_client`, which imports the
+  openlineage-python client, only when OpenLineage is configured or already loaded).
 - :mod:`pipelines.lineage.record`: :func:`execution`, the context manager
   :func:`pipelines.runner.run_step` wraps every step in; writes the store, emits OpenLineage.
 - :mod:`pipelines.lineage.query`, :mod:`pipelines.lineage.audit`, :mod:`pipelines.lineage.html`:

@@ -13,34 +13,28 @@ Parent run: under Airflow the task's OpenLineage ids from ``RunContext.openlinea
 events and ours share parent run ids; outside Airflow the pipeline run (``RunContext.run_id``).
 Datasets: namespace and name from the artifact URI (``file`` + absolute path for local paths,
 ``scheme://authority`` + path otherwise), with sha256, size, row counts, schema and metrics facets.
+
+Cost: in the default case (no OpenLineage configuration, the client not yet imported, no git origin
+for the client's source-code facet) the events are built as plain JSON and appended here, without
+importing ``openlineage.client`` (about half a second of CPU, more than a reused step takes); the
+lines are the ones the client's file transport writes (:data:`FACET_SCHEMAS`, checked against the
+client's classes by tests/lineage/test_openlineage_fast.py). Otherwise the client emits them
+(:mod:`pipelines.lineage.openlineage_client`).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import logging
 import os
+import secrets
+import sys
+import time
 import uuid
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 from urllib.parse import urlparse
-
-import attr
-from openlineage.client import OpenLineageClient
-from openlineage.client.event_v2 import InputDataset, Job, OutputDataset, Run, RunEvent, RunState
-from openlineage.client.facet_v2 import (
-    DatasetFacet,
-    RunFacet,
-    dataset_version_dataset,
-    error_message_run,
-    input_statistics_input_dataset,
-    job_type_job,
-    output_statistics_output_dataset,
-    parent_run,
-    schema_dataset,
-)
-from openlineage.client.transport.file import FileConfig, FileTransport
-from openlineage.client.uuid import generate_new_uuid
 
 from pipelines import store
 from pipelines.config import PipelineConfig
@@ -53,59 +47,104 @@ PRODUCER = "https://pypi.org/project/retrain-pipelines/"
 FACET_SCHEMA = "https://pypi.org/project/retrain-pipelines/#/$defs/"
 RUN_ID_NAMESPACE = uuid.UUID("5d3c1a52-9a0e-4f57-9e43-2f1f5d0e7c11")
 _EXPLICIT_ENV = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED")
+# Read by our code only (the job namespace); any other OPENLINEAGE* variable may steer the client.
+_OUR_ENV = ("OPENLINEAGE_NAMESPACE",)
 
-
-@attr.define
-class ArtifactDatasetFacet(DatasetFacet):
-    """Our record of the artifact: kind, sha256 of its bytes, size and the step's properties."""
-
-    kind: str
-    sha256: str | None = None
-    size: int | None = None
-    properties: dict[str, Any] = attr.field(factory=dict)
-
-    @staticmethod
-    def _get_schema() -> str:
-        return FACET_SCHEMA + "ArtifactDatasetFacet"
-
-
-@attr.define
-class PipelineRunFacet(RunFacet):
-    """The execution as the lineage store holds it: run, code, config, parameters, outcome."""
-
-    pipeline: str
-    step: str
-    execution_id: int | None
-    run_id: str
-    triggered_by: str | None = None
-    dag_id: str | None = None
-    dag_run_id: str | None = None
-    try_number: int | None = None
-    code_version: dict[str, Any] = attr.field(factory=dict)
-    config_sha256: str | None = None
-    parameters: dict[str, Any] = attr.field(factory=dict)
-    summary: dict[str, Any] = attr.field(factory=dict)
-    _additional_skip_redact: ClassVar[list[str]] = ["pipeline", "step", "run_id"]
-
-    @staticmethod
-    def _get_schema() -> str:
-        return FACET_SCHEMA + "PipelineRunFacet"
+# The schemaURL of each object the events hold, as openlineage-python 1.54 sets them
+# (tests/lineage/test_openlineage_fast.py compares them with the client's classes).
+_SPEC = "https://openlineage.io/spec/"
+EVENT_SCHEMA = _SPEC + "2-0-2/OpenLineage.json#/$defs/RunEvent"
+FACET_SCHEMAS = {
+    "pipelines_execution": FACET_SCHEMA + "PipelineRunFacet",
+    "pipelines_artifact": FACET_SCHEMA + "ArtifactDatasetFacet",
+    "parent": _SPEC + "facets/1-2-0/ParentRunFacet.json#/$defs/ParentRunFacet",
+    "errorMessage": _SPEC + "facets/1-0-1/ErrorMessageRunFacet.json#/$defs/ErrorMessageRunFacet",
+    "tags": _SPEC + "facets/1-0-0/TagsRunFacet.json#/$defs/TagsRunFacet",
+    "jobType": _SPEC + "facets/2-0-4/JobTypeJobFacet.json#/$defs/JobTypeJobFacet",
+    "version": _SPEC + "facets/1-0-1/DatasetVersionDatasetFacet.json#/$defs/DatasetVersionDatasetFacet",
+    "schema": _SPEC + "facets/1-2-0/SchemaDatasetFacet.json#/$defs/SchemaDatasetFacet",
+    "inputStatistics": _SPEC + "facets/1-0-0/InputStatisticsInputDatasetFacet.json"
+                       "#/$defs/InputStatisticsInputDatasetFacet",
+    "outputStatistics": _SPEC + "facets/1-0-2/OutputStatisticsOutputDatasetFacet.json"
+                        "#/$defs/OutputStatisticsOutputDatasetFacet",
+}
 
 
 def new_run_id() -> str:
-    return str(generate_new_uuid())
+    """A UUIDv7 (time-ordered) run id, as ``openlineage.client.uuid.generate_new_uuid`` makes it."""
+    value = ((time.time_ns() // 10**6) & 0xFFFFFFFFFFFF) << 80
+    value |= secrets.randbits(76) & 0xFFFFFFFFFFFFFFFFFFFF
+    value = (value & ~(0xF000 << 64)) | (7 << 76)
+    value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
+    return str(uuid.UUID(int=value))
 
 
-def make_client(home: Path) -> OpenLineageClient:
-    """The environment's client if OpenLineage is configured there, else a file transport."""
-    explicit = any(os.environ.get(k) for k in _EXPLICIT_ENV) or any(
+def explicit_config() -> bool:
+    """OpenLineage is configured in the environment (URL, config file, ``OPENLINEAGE__*``)."""
+    return any(os.environ.get(k) for k in _EXPLICIT_ENV) or any(
         k.startswith("OPENLINEAGE__") for k in os.environ) or any(
         Path(p).is_file() for p in ("openlineage.yml", Path.home() / ".openlineage/openlineage.yml"))
-    if explicit:
-        return OpenLineageClient()
-    path = store.openlineage_events(home)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
+
+
+def _git_origin() -> bool:
+    """The working directory is in a git checkout with an ``origin`` remote: the client would add
+    its sourceCodeLocation job facet (``openlineage.client.git``), so the client must emit."""
+    import configparser
+
+    start = Path.cwd().resolve()
+    for directory in (start, *start.parents):
+        git = directory / ".git"
+        if git.is_file():
+            text = git.read_text().strip()
+            if not text.startswith("gitdir: "):
+                continue
+            raw = Path(text.removeprefix("gitdir: "))
+            git = raw if raw.is_absolute() else (directory / raw).resolve()
+        elif not git.is_dir():
+            continue
+        config = configparser.RawConfigParser(strict=False)
+        try:
+            config.read(git / "config")
+        except configparser.Error:
+            return True  # let the client decide
+        return config.get('remote "origin"', "url", fallback=None) is not None
+    return False
+
+
+def local_events_file(home: Path) -> Path | None:
+    """The events file to append to without the client, or ``None`` when the client must emit:
+    OpenLineage is configured (or any ``OPENLINEAGE*`` variable but ours is set), the client is
+    already imported (an Airflow worker: it may have set another producer), or it would add a
+    source-code facet."""
+    if "openlineage.client" in sys.modules or explicit_config():
+        return None
+    if any(k.startswith("OPENLINEAGE") and k not in _OUR_ENV for k in os.environ):
+        return None
+    if _git_origin():
+        return None
+    return store.openlineage_events(home)
+
+
+def _client_version() -> str:
+    from importlib import metadata
+
+    return metadata.version("openlineage-python")
+
+
+def clean(obj: Any) -> Any:
+    """Drops ``None`` values and ``None`` or ``{}`` list items, as the client's ``Serde`` does."""
+    if isinstance(obj, dict):
+        return {k: c for k, c in ((k, clean(v)) for k, v in obj.items()) if c is not None}
+    if isinstance(obj, list | tuple):
+        out = [clean(v) for v in obj if v is not None]
+        return [v for v in out if v is not None and (not isinstance(v, dict) or v != {})]
+    return obj
+
+
+def to_json(event: dict[str, Any]) -> str:
+    """One event as the client's file transport writes it (``Serde.to_json``)."""
+    return json.dumps(clean(event), sort_keys=True,
+                      default=lambda o: f"<<non-serializable: {type(o).__qualname__}>>")
 
 
 def dataset_id(uri: str) -> tuple[str, str]:
@@ -131,6 +170,40 @@ def row_count(props: dict[str, Any]) -> int | None:
     return rows if isinstance(rows, int) else None
 
 
+def schema_fields(cfg: PipelineConfig, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Declared schema (``properties.schema``), else the config's columns for raw data; each
+    field as the keyword arguments of ``SchemaDatasetFacetFields``."""
+    declared = (record.get("properties") or {}).get("schema")
+    if isinstance(declared, dict):
+        declared = [{"name": k, "type": v} for k, v in declared.items()]
+    if isinstance(declared, list):
+        return [{"name": str(f.get("name")), "type": str(f.get("type"))}
+                for f in declared if isinstance(f, dict) and f.get("name")]
+    if normalise_kind(record.get("kind")) in ("SourceFile", "Snapshot"):
+        return [{"name": c.name, "type": c.type.upper(), "description": c.description or None}
+                for c in cfg.columns]
+    return []
+
+
+def parent_ids(em: Emitter) -> tuple[tuple[str, str, str], tuple[str, str, str] | None] | None:
+    """(namespace, job, run) of the parent run and of the root run (``None`` without Airflow's):
+    the Airflow task run when we know its ids, else the pipeline run of ``ctx.run_id``;
+    ``None`` (and a warning) when the ids are malformed."""
+    parent_id = getattr(em.ctx, "openlineage_parent_id", None)
+    root_id = getattr(em.ctx, "openlineage_root_parent_id", None)
+    try:
+        if parent_id:
+            parent = parse_parent(parent_id)
+        else:
+            parent = (em.namespace, em.cfg.name, str(uuid.uuid5(RUN_ID_NAMESPACE, em.ctx.run_id)))
+        root = parse_parent(root_id) if root_id else None
+    except ValueError:
+        log.warning("ignoring malformed OpenLineage parent ids %r / %r: expected "
+                    "namespace/job_name/run_uuid", parent_id, root_id)
+        return None
+    return parent, root
+
+
 class Emitter:
     """Emits the OpenLineage events of one execution."""
 
@@ -138,121 +211,100 @@ class Emitter:
         self.cfg, self.home, self.ctx, self.execution = cfg, Path(home), ctx, execution
         self.namespace = os.environ.get("OPENLINEAGE_NAMESPACE", "pipelines")
         self.run_id = execution["openlineage_run_id"]
-        self.client: OpenLineageClient | None = None
+        self.client: Any = None  # openlineage.client.OpenLineageClient, on the client path
 
     def start(self) -> None:
-        self._emit(RunState.START, {})
+        self._emit("START", {})
 
     def complete(self, result: dict[str, Any]) -> None:
-        self._emit(RunState.COMPLETE, result)
+        self._emit("COMPLETE", result)
 
     def fail(self, result: dict[str, Any], message: str) -> None:
-        self._emit(RunState.FAIL, result, error=message)
+        self._emit("FAIL", result, error=message)
 
-    def _emit(self, state: RunState, result: dict[str, Any], error: str | None = None) -> None:
+    def _emit(self, state: str, result: dict[str, Any], error: str | None = None) -> None:
         try:
+            path = None if self.client is not None else local_events_file(self.home)
+            if path is not None:
+                line = to_json(self.event_dict(state, result, error))
+                path.parent.mkdir(parents=True, exist_ok=True)
+                with open(path, "a") as f:
+                    f.write(line + "\n")
+                return
+            from pipelines.lineage import openlineage_client
+
             if self.client is None:
-                self.client = make_client(self.home)
-            self.client.emit(self.event(state, result, error))
+                self.client = openlineage_client.make_client(self.home)
+            self.client.emit(openlineage_client.event(self, state, result, error))
         except Exception:  # noqa: BLE001 - lineage export must never fail a step
-            log.warning("could not emit the OpenLineage %s event of %s.%s", state.value,
+            log.warning("could not emit the OpenLineage %s event of %s.%s", state,
                         self.cfg.name, self.execution["step"], exc_info=True)
 
-    def event(self, state: RunState, result: dict[str, Any], error: str | None = None) -> RunEvent:
+    def event_dict(self, state: str, result: dict[str, Any], error: str | None = None,
+                   event_time: str | None = None) -> dict[str, Any]:
+        """The run event in ``state`` as the JSON the client writes (before :func:`clean`)."""
+        version = _client_version()
+        producer = f"https://github.com/OpenLineage/OpenLineage/tree/{version}/client/python"
         ex = self.execution
-        facets: dict[str, RunFacet] = {
-            "pipelines_execution": PipelineRunFacet(
-                pipeline=ex["pipeline"], step=ex["step"], execution_id=ex["id"],
-                run_id=ex["run_id"], triggered_by=ex["triggered_by"], dag_id=ex["dag_id"],
-                dag_run_id=ex["dag_run_id"], try_number=ex["try_number"],
-                code_version=ex["code_version"] or {}, config_sha256=ex["config_sha256"],
-                parameters=ex["parameters"], summary=summarise(result) if result else {}),
-        }
-        parent = self.parent_facet()
-        if parent is not None:
-            facets["parent"] = parent
-        if error is not None:
-            facets["errorMessage"] = error_message_run.ErrorMessageRunFacet(
-                message=error, programmingLanguage="python")
-        return RunEvent(
-            eventType=state,
-            eventTime=dt.datetime.now(dt.UTC).isoformat(),
-            run=Run(runId=self.run_id, facets=facets),
-            job=Job(namespace=self.namespace, name=f"{ex['pipeline']}.{ex['step']}", facets={
-                "jobType": job_type_job.JobTypeJobFacet(
-                    processingType="BATCH", integration="RETRAIN_PIPELINES", jobType="TASK")}),
-            inputs=[self.input_dataset(a) for a in result.get("inputs") or []],
-            outputs=[self.output_dataset(a) for a in result.get("outputs") or []],
-            producer=PRODUCER,
-        )
 
-    def parent_facet(self) -> parent_run.ParentRunFacet | None:
-        """The Airflow task run when we know its ids, else the pipeline run of ``ctx.run_id``."""
-        parent_id = getattr(self.ctx, "openlineage_parent_id", None)
-        root_id = getattr(self.ctx, "openlineage_root_parent_id", None)
-        try:
-            if parent_id:
-                ns, name, run = parse_parent(parent_id)
-            else:
-                ns, name = self.namespace, self.cfg.name
-                run = str(uuid.uuid5(RUN_ID_NAMESPACE, self.ctx.run_id))
+        def facet(key: str, **fields: Any) -> dict[str, Any]:
+            return {"_producer": producer, "_schemaURL": FACET_SCHEMAS[key], **fields}
+
+        run_facets = {"pipelines_execution": facet(
+            "pipelines_execution", pipeline=ex["pipeline"], step=ex["step"],
+            execution_id=ex["id"], run_id=ex["run_id"], triggered_by=ex["triggered_by"],
+            dag_id=ex["dag_id"], dag_run_id=ex["dag_run_id"], try_number=ex["try_number"],
+            code_version=ex["code_version"] or {}, config_sha256=ex["config_sha256"],
+            parameters=ex["parameters"], summary=summarise(result) if result else {})}
+        ids = parent_ids(self)
+        if ids is not None:
+            (ns, name, run), root_ids = ids
             root = None
-            if root_id:
-                rns, rname, rrun = parse_parent(root_id)
-                root = parent_run.Root(run=parent_run.RootRun(runId=rrun),
-                                       job=parent_run.RootJob(namespace=rns, name=rname))
-        except ValueError:
-            log.warning("ignoring malformed OpenLineage parent ids %r / %r: expected "
-                        "namespace/job_name/run_uuid", parent_id, root_id)
-            return None
-        return parent_run.ParentRunFacet(run=parent_run.Run(runId=run),
-                                         job=parent_run.Job(namespace=ns, name=name), root=root)
+            if root_ids is not None:
+                root = {"run": {"runId": root_ids[2], "facets": {}},
+                        "job": {"namespace": root_ids[0], "name": root_ids[1], "facets": {}}}
+            run_facets["parent"] = facet(
+                "parent", run={"runId": run, "facets": {}},
+                job={"namespace": ns, "name": name, "facets": {}}, root=root)
+        if error is not None:
+            run_facets["errorMessage"] = facet("errorMessage", message=error,
+                                               programmingLanguage="python", stackTrace=None)
+        # the client's own run tag (``OpenLineageClient._run_tags``), added to every run event
+        run_facets["tags"] = facet("tags", tags=[{"key": "openlineage_client_version",
+                                                  "value": version, "source": "OPENLINEAGE_CLIENT"}])
+        return {
+            "eventTime": event_time or dt.datetime.now(dt.UTC).isoformat(),
+            "producer": PRODUCER,
+            "schemaURL": EVENT_SCHEMA,
+            "run": {"runId": self.run_id, "facets": run_facets},
+            "job": {"namespace": self.namespace, "name": f"{ex['pipeline']}.{ex['step']}",
+                    "facets": {"jobType": facet("jobType", _deleted=None, processingType="BATCH",
+                                                integration="RETRAIN_PIPELINES", jobType="TASK",
+                                                emissionPattern=None)}},
+            "eventType": state,
+            "inputs": [self._dataset(a, producer, facet, "input")
+                       for a in result.get("inputs") or []],
+            "outputs": [self._dataset(a, producer, facet, "output")
+                        for a in result.get("outputs") or []],
+        }
 
-    def dataset_facets(self, record: dict[str, Any]) -> dict[str, DatasetFacet]:
+    def _dataset(self, record: dict[str, Any], producer: str, facet: Any,
+                 role: str) -> dict[str, Any]:
+        ns, name = dataset_id(record["uri"])
         props = record.get("properties") or {}
-        facets: dict[str, DatasetFacet] = {"pipelines_artifact": ArtifactDatasetFacet(
-            kind=normalise_kind(record.get("kind")), sha256=record.get("sha256"),
-            size=record.get("size"), properties=json_safe(props))}
+        facets = {"pipelines_artifact": facet(
+            "pipelines_artifact", _deleted=None, kind=normalise_kind(record.get("kind")),
+            sha256=record.get("sha256"), size=record.get("size"), properties=json_safe(props))}
         if record.get("sha256"):
-            facets["version"] = dataset_version_dataset.DatasetVersionDatasetFacet(
-                datasetVersion=record["sha256"])
-        fields = self.schema_fields(record)
+            facets["version"] = facet("version", _deleted=None, datasetVersion=record["sha256"])
+        fields = schema_fields(self.cfg, record)
         if fields:
-            facets["schema"] = schema_dataset.SchemaDatasetFacet(fields=fields)
-        return facets
-
-    def schema_fields(self, record: dict[str, Any]) -> list[schema_dataset.SchemaDatasetFacetFields]:
-        """Declared schema (``properties.schema``), else the config's columns for raw data."""
-        declared = (record.get("properties") or {}).get("schema")
-        if isinstance(declared, dict):
-            declared = [{"name": k, "type": v} for k, v in declared.items()]
-        if isinstance(declared, list):
-            return [schema_dataset.SchemaDatasetFacetFields(name=str(f.get("name")),
-                                                            type=str(f.get("type")))
-                    for f in declared if isinstance(f, dict) and f.get("name")]
-        if normalise_kind(record.get("kind")) in ("SourceFile", "Snapshot"):
-            return [schema_dataset.SchemaDatasetFacetFields(name=c.name, type=c.type.upper(),
-                                                            description=c.description or None)
-                    for c in self.cfg.columns]
-        return []
-
-    def input_dataset(self, record: dict[str, Any]) -> InputDataset:
-        ns, name = dataset_id(record["uri"])
+            facets["schema"] = facet("schema", _deleted=None, fields=[
+                {"name": f["name"], "type": f.get("type"), "description": f.get("description"),
+                 "ordinal_position": None, "fields": []} for f in fields])
         stats: dict[str, Any] = {}
-        rows = row_count(record.get("properties") or {})
+        rows = row_count(props)
         if rows is not None or record.get("size") is not None:
-            stats["inputStatistics"] = input_statistics_input_dataset.InputStatisticsInputDatasetFacet(
-                rowCount=rows, size=record.get("size"))
-        return InputDataset(namespace=ns, name=name, facets=self.dataset_facets(record),
-                            inputFacets=stats)
-
-    def output_dataset(self, record: dict[str, Any]) -> OutputDataset:
-        ns, name = dataset_id(record["uri"])
-        stats: dict[str, Any] = {}
-        rows = row_count(record.get("properties") or {})
-        if rows is not None or record.get("size") is not None:
-            stats["outputStatistics"] = (
-                output_statistics_output_dataset.OutputStatisticsOutputDatasetFacet(
-                    rowCount=rows, size=record.get("size")))
-        return OutputDataset(namespace=ns, name=name, facets=self.dataset_facets(record),
-                             outputFacets=stats)
+            key = f"{role}Statistics"
+            stats[key] = facet(key, rowCount=rows, size=record.get("size"), fileCount=None)
+        return {"namespace": ns, "name": name, "facets": facets, f"{role}Facets": stats}
