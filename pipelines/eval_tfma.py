@@ -20,6 +20,11 @@ The model input is the serialized raw ``tf.Example`` (TFMA's raw record column),
 ``serving_default`` signature: the same path as serving. The prediction key is ``probabilities``
 (binary, multiclass) or ``predictions`` (regression).
 
+TFMA runs with its own extractors and writers; for binary tasks the per-example slicing and
+metric stages are replaced by a batched slice finder and evaluator through TFMA's extractor and
+evaluator API (:func:`analysis`, :func:`pipelines.tfma_metrics.batched_extractors_and_evaluators`).
+The models are loaded once each, as generic SavedModels (:data:`MODEL_TYPE`).
+
 Metrics per task (names in rows, per model; :data:`METRICS`): one custom combiner per task
 (:mod:`pipelines.tfma_metrics`). Binary: ``BinaryStats``, one pass for every model that emits TFMA's
 own metric and plot names (:data:`BINARY_METRIC_NAMES`; equal to TFMA's stock metrics,
@@ -51,6 +56,7 @@ BOOTSTRAP_SAMPLES = 100  # Poisson replicates behind each 95% interval (binary)
 PLOT_THRESHOLDS = 1000
 REGRESSION_PLOT_BUCKETS = 12
 CUSTOM_METRICS_MODULE = "pipelines.tfma_metrics"
+MODEL_TYPE = "tf_generic"  # tfma.constants.TF_GENERIC: the SavedModel's serving signature
 PREDICTION_KEYS = {"binary": "probabilities", "multiclass": "probabilities",
                    "regression": "predictions"}
 # Binary: TFMA metric name -> our name. Threshold metrics are computed at decision_threshold.
@@ -302,11 +308,18 @@ def run(cfg: PipelineConfig, datasets: dict[str, list[str]], candidate_dir: str,
     from pipelines.beam_options import pipeline_options
 
     config = eval_config(cfg, baseline_dir is not None)
+    # The model type named, not detected: TFMA's detection loads each SavedModel as Keras once
+    # more just to look at it (a third of the step's CPU with two models). The serving signature
+    # of a generic SavedModel is all TFMA calls (no Keras object rebuilt).
+    typed = type(config)()
+    typed.CopyFrom(config)
+    for spec in typed.model_specs:
+        spec.model_type = MODEL_TYPE
     models = [tfma.default_eval_shared_model(eval_saved_model_path=candidate_dir,
-                                             eval_config=config, model_name=CANDIDATE)]
+                                             eval_config=typed, model_name=CANDIDATE)]
     if baseline_dir is not None:
         models.append(tfma.default_eval_shared_model(eval_saved_model_path=baseline_dir,
-                                                     eval_config=config, model_name=BASELINE))
+                                                     eval_config=typed, model_name=BASELINE))
     with beam.Pipeline(options=pipeline_options(cfg, step="evaluate")) as p:
         parts = []
         for name, patterns in datasets.items():
@@ -316,9 +329,28 @@ def run(cfg: PipelineConfig, datasets: dict[str, list[str]], candidate_dir: str,
             parts.append(p | f"Read[{name}]" >> source.BeamSource()
                          | f"AddColumns[{name}]" >> beam.Map(add_columns(cfg, name)))
         _ = (parts | "Flatten" >> beam.Flatten()
-             | "TFMA" >> tfma.ExtractEvaluateAndWriteResults(
-                 eval_shared_model=models if len(models) > 1 else models[0],
-                 eval_config=config, output_path=str(output_path)))
+             | "TFMA" >> analysis(config, models, output_path))
+
+
+def analysis(config, models: list, output_path: Path, batched: bool = True):
+    """TFMA's ExtractEvaluateAndWriteResults for ``config`` and the shared ``models`` (none: the
+    predictions are features, TFMA's model-free path). With ``batched`` (and a config whose
+    metrics can take batches: BinaryStats) it runs with the batched extractors and evaluator of
+    :func:`pipelines.tfma_metrics.batched_extractors_and_evaluators` (no per-example unbatching,
+    slice fan-out or metric inputs); otherwise TFMA's defaults. The output files are TFMA's either
+    way."""
+    import tensorflow_model_analysis as tfma
+
+    shared = models if len(models) > 1 else (models[0] if models else None)
+    plan = None
+    if batched:
+        from pipelines import tfma_metrics
+
+        plan = tfma_metrics.batched_extractors_and_evaluators(config, shared)
+    extractors, evaluators = plan if plan is not None else (None, None)
+    return tfma.ExtractEvaluateAndWriteResults(
+        eval_shared_model=shared, eval_config=config, extractors=extractors,
+        evaluators=evaluators, output_path=str(output_path))
 
 
 def _value(value):

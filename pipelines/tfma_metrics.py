@@ -31,6 +31,17 @@ threshold metrics, means, calibration and log loss are exact; AUC, AUC-PR and th
 the histogram (TFMA's stock AUC also sums over 10,000 thresholds: the two agree to the bucket
 width, tests/eval/test_fused_metrics.py).
 
+The evaluate step runs these combiners on TFMA's batched extracts (:func:`batched_extractors_and_evaluators`,
+issue 11): TFMA's own extractors read, parse and predict per record batch (one model call per batch
+and model), :func:`BatchedSliceKeyExtractor` finds the rows of every slice of the batch with numpy
+over its Arrow columns, and :func:`BatchedMetricsEvaluator` feeds each (batch, slice) to the
+combiner's ``add_batch`` as arrays, then runs TFMA's own derived/diff metrics, validation and
+writers. TFMA's per-example stages (unbatching, slice fan-out, StandardMetricInputs, one
+add_input per example and slice) do not run; the output files are the ones TFMA's default
+evaluator writes with the same metrics (tests/eval/test_fused_metrics.py compares them). A config
+with a metric whose combiner has no ``add_batch`` (TFMA's stock metrics: multiclass and regression
+use ExampleCount) runs TFMA's default, per-example path.
+
 Confidence intervals come from the same pass (a Poisson bootstrap, issue 11 item 2): every example
 carries a 64-bit key (``bootstrap_key``, a hash of its serialized record that
 :func:`pipelines.eval_tfma.add_columns` adds), and replicate ``b`` weighs it by a Poisson(1) draw
@@ -225,6 +236,16 @@ def _lookup(value, model_name: str, output_name: str, key: str | None):
     return None if isinstance(value, dict) else value
 
 
+def _column_of(value, rows: int, what: str, dtype) -> np.ndarray:
+    """One value per example of a batched array (shape (rows,) or (rows, 1))."""
+    a = np.asarray(value, dtype=dtype).reshape(-1)
+    if a.size != rows:
+        raise ValueError(f"binary: the {what} has {a.size} values for {rows} examples; a binary "
+                         "model gives one probability (of label.positive_class) and one 0/1 "
+                         "label per example")
+    return a
+
+
 def _scalar(value, what: str) -> float:
     a = np.ravel(value)
     if a.size != 1:
@@ -251,6 +272,11 @@ class _BinaryCombiner(beam.CombineFn):
         self.samples = bootstrap_samples if bootstrap_key else 0
         self.baseline = baseline
         self._pred_keys: dict[str, str | None] | None = None
+
+    @property
+    def batch_features(self) -> list[str]:
+        """The features add_batch reads (besides labels and predictions)."""
+        return [self.bootstrap_key] if self.samples else []
 
     def _prediction_keys(self) -> dict[str, str | None]:
         if self._pred_keys is None:
@@ -290,6 +316,37 @@ class _BinaryCombiner(beam.CombineFn):
             a = per_model[m]
             a[0].append(_scalar(y, "label"))
             a[1].append(_scalar(p, f"prediction of model {m or 'candidate'}"))
+        if len(per_model[self.models[0]][0]) >= FLUSH_EVERY:
+            self._flush(acc)
+        return acc
+
+    def add_batch(self, acc, batch):
+        """add_input for many examples at once (the batched evaluator's (batch, slice) arrays:
+        ``batch`` holds TFMA's batched labels, predictions and the ``batch_features``)."""
+        keys = self._prediction_keys()
+        labels, preds = batch.get("labels"), batch.get("predictions")
+        n = batch["rows"]
+        if self.samples:
+            value = (batch.get("features") or {}).get(self.bootstrap_key)
+            if value is None:
+                raise ValueError(f"binary: the examples have no {self.bootstrap_key!r} feature, "
+                                 "the bootstrap key of the confidence intervals "
+                                 "(eval_tfma.add_columns adds it; set bootstrap_key to '' to "
+                                 "compute no interval)")
+            acc[0].extend(_column_of(value, n, self.bootstrap_key, np.int64).tolist())
+        per_model = acc[1]
+        for m in self.models:
+            y = _lookup(labels, m, self.output_name, None)
+            p = _lookup(preds, m, self.output_name, keys[m])
+            if y is None or p is None:
+                raise ValueError(f"binary: the batched extracts of model {m or 'candidate'!r} "
+                                 "hold no label or prediction array this combiner can read "
+                                 f"(labels {type(labels).__name__}, predictions "
+                                 f"{type(preds).__name__}); run TFMA's per-example path")
+            a = per_model[m]
+            a[0].extend(_column_of(y, n, "label", np.float64).tolist())
+            a[1].extend(_column_of(p, n, f"prediction of model {m or 'candidate'}",
+                                   np.float64).tolist())
         if len(per_model[self.models[0]][0]) >= FLUSH_EVERY:
             self._flush(acc)
         return acc
@@ -627,3 +684,289 @@ class BinaryStats(metric_types.Metric):
 metric_types.register_metric(BinaryStats)
 metric_types.register_metric(MulticlassStats)
 metric_types.register_metric(RegressionStats)
+
+
+# ---------------------------------------------------------------------------------------------
+# The batched path: TFMA's extracts stay record batches up to the metrics (no per-example
+# unbatching, slice fan-out or StandardMetricInputs).
+
+BATCHED_SLICES_KEY = "_pipelines_batched_slices"
+BATCHED_SLICES_STAGE = "ExtractBatchedSliceKeys"
+BATCHED_EVALUATOR_STAGE = "EvaluateBatchedMetricsAndPlots"
+# TFMA's extractors the batched path leaves out: per-example unbatching and slicing (done per
+# batch by BatchedSliceKeyExtractor), and the transformed-features pass (labels and predictions
+# come from the raw features and the serving signature).
+_PER_EXAMPLE_STAGES = ("ExtractUnbatchedInputs", "ExtractSliceKeys", "ExtractSqlSliceKeys",
+                       "ExtractTransformedFeatures")
+
+
+def _slice_value(column: str, value):
+    """A slice value as TFMA's slicer gives it: text for bytes, int, float."""
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ValueError(f'Found non-UTF8 feature value {value!r} in column "{column}"') from e
+    return value
+
+
+def slice_membership(batch, specs: list[tuple[str, ...]]) -> list[tuple[tuple, np.ndarray]]:
+    """Every (slice key, row indices) of an Arrow record batch, for slicing specs given as their
+    feature columns: TFMA's slice keys (``((column, value), ...)`` sorted by column; bytes as
+    text), one per combination of a row's values of the spec's columns (a row missing a column
+    is in no slice of that spec), each row at most once per slice."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    n = batch.num_rows
+    columns: dict[str, Any] = {}
+
+    def column(name: str):
+        if name not in columns:
+            i = batch.schema.get_field_index(name)
+            if i < 0:
+                columns[name] = None
+                return None
+            arr = batch.column(i)
+            if pa.types.is_list(arr.type) or pa.types.is_large_list(arr.type):
+                lengths = np.asarray(arr.value_lengths().fill_null(0), dtype=np.int64)
+                flat = arr.flatten()
+            else:
+                lengths = np.asarray(arr.is_valid(), dtype=np.int64)
+                flat = arr.drop_null()
+            enc = pc.dictionary_encode(flat)
+            codes = np.asarray(enc.indices, dtype=np.int64)
+            values = [_slice_value(name, v) for v in enc.dictionary.to_pylist()]
+            starts = np.cumsum(lengths) - lengths
+            columns[name] = (lengths, starts, codes, values)
+        return columns[name]
+
+    out: list[tuple[tuple, np.ndarray]] = []
+    seen: set[tuple[str, ...]] = set()
+    for spec in specs:
+        cols = tuple(sorted(spec))
+        if cols in seen:  # the same spec twice: TFMA counts a row once per slice key
+            continue
+        seen.add(cols)
+        if not cols:
+            out.append(((), np.arange(n)))
+            continue
+        rows = np.arange(n)
+        combo = np.zeros((n, 0), dtype=np.int64)
+        infos = []
+        for c in cols:
+            info = column(c)
+            if info is None:
+                rows = rows[:0]
+                break
+            infos.append(info)
+            lengths, starts, codes, _ = info
+            counts = lengths[rows]
+            within = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
+            values = codes[np.repeat(starts[rows], counts) + within]
+            combo = np.column_stack([np.repeat(combo, counts, axis=0), values])
+            rows = np.repeat(rows, counts)
+        if not rows.size:
+            continue
+        uniq, inverse = np.unique(combo, axis=0, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        pair = np.unique(inverse * n + rows)  # each (slice, row) once; sorted by slice, row
+        slice_of, row_of = pair // n, pair % n
+        bounds = np.searchsorted(slice_of, np.arange(len(uniq) + 1))
+        for s, codes_row in enumerate(uniq):
+            key = tuple((c, info[3][int(code)]) for c, info, code in zip(cols, infos, codes_row,
+                                                                          strict=True))
+            out.append((key, row_of[bounds[s]:bounds[s + 1]]))
+    return out
+
+
+def _spec_columns(eval_config) -> list[tuple[str, ...]] | None:
+    """The slicing specs as feature-column tuples, or None when a spec needs TFMA's slicer
+    (feature values, SQL slices, cross slices)."""
+    if eval_config.cross_slicing_specs:
+        return None
+    specs = []
+    for s in eval_config.slicing_specs or []:
+        if s.feature_values or s.slice_keys_sql:
+            return None
+        specs.append(tuple(s.feature_keys))
+    return specs or [()]
+
+
+def _take(value, rows: np.ndarray, n: int, what: str):
+    """The rows of a batched extract value (nested dicts of arrays)."""
+    if value is None:
+        return None
+    if isinstance(value, dict):
+        return {k: _take(v, rows, n, f"{what}[{k!r}]") for k, v in value.items()}
+    if isinstance(value, np.ndarray) and value.ndim and value.shape[0] == n:
+        return value[rows]
+    if isinstance(value, list) and len(value) == n:
+        return [value[i] for i in rows]
+    raise ValueError(f"batched evaluation: {what} is a {type(value).__name__} that does not hold "
+                     f"one entry per example of the batch ({n}); run TFMA's per-example path")
+
+
+class BatchSlices:
+    """The slices of one record batch in its extract. Neither a mapping nor sized: TFMA's
+    batch-size check (util.batch_size, in the predictions extractor) skips it."""
+
+    __slots__ = ("slices", "rows")
+
+    def __init__(self, slices: list[tuple[tuple, np.ndarray]], rows: int):
+        self.slices, self.rows = slices, rows
+
+    def __getstate__(self):
+        return self.slices, self.rows
+
+    def __setstate__(self, state):
+        self.slices, self.rows = state
+
+
+class _SlicesDoFn(beam.DoFn):
+    """(slice key, that slice's rows of the batch) for every slice of a batched extract."""
+
+    def __init__(self, features: list[str]):
+        self.features = features
+
+    def process(self, extracts):
+        from tensorflow_model_analysis import constants
+
+        batch = extracts[BATCHED_SLICES_KEY]
+        slices, n = batch.slices, batch.rows
+        features = extracts.get(constants.FEATURES_KEY) or {}
+        missing = [f for f in self.features if f not in features]
+        if missing:
+            raise ValueError(f"batched evaluation: the examples have no feature(s) {missing} "
+                             "that the metrics read")
+        inputs = {"labels": extracts.get(constants.LABELS_KEY),
+                  "predictions": extracts.get(constants.PREDICTIONS_KEY),
+                  "example_weights": extracts.get(constants.EXAMPLE_WEIGHTS_KEY),
+                  "features": {f: features[f] for f in self.features}}
+        for key, rows in slices:
+            part = {k: _take(v, rows, n, k) for k, v in inputs.items()}
+            part["rows"] = int(rows.size)
+            yield key, part
+
+
+class _BatchedCombineFn(beam.combiners.SingleInputTupleCombineFn):
+    """TFMA's per-slice CombineFn of every computation, fed (batch, slice) arrays."""
+
+    def __init__(self, computations):
+        super().__init__(*[c.combiner for c in computations])
+
+    def add_input(self, accumulator, element):
+        return tuple(c.add_batch(a, element)  # type: ignore[attr-defined]
+                     for c, a in zip(self._combiners, accumulator, strict=True))
+
+    def extract_output(self, accumulator):
+        result: dict[Any, Any] = {}
+        for c, a in zip(self._combiners, accumulator, strict=True):
+            result.update(c.extract_output(a))
+        return result
+
+
+def _batched_computations(eval_config):
+    """TFMA's computations of the metrics specs, split as its evaluator does, or None when one of
+    them cannot take batches (a stock TFMA metric) or the config needs TFMA's evaluator."""
+    from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator as mpv
+    from tensorflow_model_analysis.metrics import metric_specs
+
+    opts = eval_config.options
+    if (opts.compute_confidence_intervals.value or opts.min_slice_size.value > 1
+            or any(s.query_key for s in eval_config.metrics_specs)
+            or not opts.HasField("include_default_metrics")
+            or opts.include_default_metrics.value):
+        return None
+    split = mpv._filter_and_separate_computations(
+        metric_specs.to_computations(list(eval_config.metrics_specs), eval_config=eval_config))
+    if not split.non_derived_computations or not all(
+            hasattr(c.combiner, "add_batch") for c in split.non_derived_computations):
+        return None
+    if split.cross_slice_computations:
+        return None
+    return split
+
+
+def batched_extractors_and_evaluators(eval_config, eval_shared_models):
+    """(extractors, evaluators) for ``tfma.ExtractEvaluateAndWriteResults`` that keep TFMA's
+    extracts batched up to the metrics, or None when the config needs TFMA's per-example path.
+
+    The extractors are TFMA's defaults (features, labels, example weights, predictions: batched,
+    one model call per batch and model) without its unbatching, slicing and transformed-features
+    stages, after :func:`BatchedSliceKeyExtractor`. The one evaluator computes, per record
+    batch, the rows of every slice (numpy over the Arrow columns), feeds each computation's
+    combiner ``add_batch`` with that slice's arrays (one CombinePerKey over the slice keys), then
+    runs TFMA's own derived and diff metrics (vs the baseline model), private-metric removal,
+    split into metrics / plots / attributions and validation: TFMA's writers write the same files
+    as with its default evaluator.
+    """
+    import tensorflow_model_analysis as tfma
+    from tensorflow_model_analysis.api import model_eval_lib
+
+    config = model_eval_lib._update_eval_config_with_defaults(eval_config, eval_shared_models)
+    specs = _spec_columns(config)
+    split = _batched_computations(config)
+    if specs is None or split is None:
+        return None
+    extractors = [BatchedSliceKeyExtractor(specs)] + [
+        x for x in tfma.default_extractors(eval_shared_model=eval_shared_models,
+                                           eval_config=config)
+        if x.stage_name not in _PER_EXAMPLE_STAGES]
+    return extractors, [BatchedMetricsEvaluator(config, split)]
+
+
+def BatchedSliceKeyExtractor(specs: list[tuple[str, ...]]):  # noqa: N802 (TFMA's naming)
+    """TFMA extractor: the slices of each record batch (:func:`slice_membership`), stored under
+    BATCHED_SLICES_KEY; runs first, on TFMA's Arrow record batch."""
+    from tensorflow_model_analysis import constants
+    from tensorflow_model_analysis.extractors import extractor
+
+    def extract(extracts):
+        batch = extracts[constants.ARROW_RECORD_BATCH_KEY]
+        result = dict(extracts)
+        result[BATCHED_SLICES_KEY] = BatchSlices(slice_membership(batch, specs), batch.num_rows)
+        return result
+
+    return extractor.Extractor(stage_name=BATCHED_SLICES_STAGE, ptransform=beam.Map(extract))
+
+
+def BatchedMetricsEvaluator(eval_config, split):  # noqa: N802 (TFMA's naming)
+    """TFMA evaluator over batched extracts; see :func:`batched_extractors_and_evaluators`."""
+    from tensorflow_model_analysis import constants
+    from tensorflow_model_analysis.evaluators import evaluator, metrics_validator
+    from tensorflow_model_analysis.evaluators import metrics_plots_and_validations_evaluator as mpv
+    from tensorflow_model_analysis.extractors import extractor
+    from tensorflow_model_analysis.utils import model_util
+
+    baseline = model_util.get_baseline_model_spec(eval_config)
+    features = sorted({f for c in split.non_derived_computations
+                       for f in getattr(c.combiner, "batch_features", [])})
+
+    @beam.ptransform_fn
+    def evaluate(extracts):
+        sliced = (extracts
+                  | "SliceBatches" >> beam.ParDo(_SlicesDoFn(features))
+                  | "CombineMetricsPerSlice" >> beam.CombinePerKey(
+                      _BatchedCombineFn(split.non_derived_computations))
+                  | "AddDerivedCrossSliceAndDiffMetrics" >> mpv._AddDerivedCrossSliceAndDiffMetrics(
+                      split.derived_computations, [], [],
+                      baseline.name if baseline else None)
+                  | "AddCIDerivedMetrics" >> beam.Map(mpv._add_ci_derived_metrics,
+                                                      split.ci_derived_computations)
+                  | "RemovePrivateMetrics" >> beam.MapTuple(mpv._remove_private_metrics))
+        metrics = sliced | "FilterByMetrics" >> beam.Map(mpv._filter_by_key_type,
+                                                         metric_types.MetricKey)
+        return {
+            constants.METRICS_KEY: metrics,
+            constants.PLOTS_KEY: sliced | "FilterByPlots" >> beam.Map(
+                mpv._filter_by_key_type, metric_types.PlotKey),
+            constants.ATTRIBUTIONS_KEY: sliced | "FilterByAttributions" >> beam.Map(
+                mpv._filter_by_key_type, metric_types.AttributionsKey),
+            constants.VALIDATIONS_KEY: metrics | "ValidateMetrics" >> beam.Map(
+                metrics_validator.validate_metrics, eval_config),
+        }
+
+    return evaluator.Evaluator(stage_name=BATCHED_EVALUATOR_STAGE,
+                               run_after=extractor.LAST_EXTRACTOR_STAGE_NAME,
+                               ptransform=evaluate())

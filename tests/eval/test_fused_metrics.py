@@ -94,13 +94,15 @@ def outputs(adult_cfg, tmp_path_factory):
                          .metrics_specs[0].metrics)
     assert [m.class_name for m in fused_metrics] == ["BinaryStats"]
     runs = {"stock": eval_tfma.stock_binary_metrics(adult_cfg.evaluation.decision_threshold),
-            "fused": fused_metrics}
+            "per_example": fused_metrics, "fused": fused_metrics}
     with beam.Pipeline() as p:
         examples = p | tf_example_record.TFExampleRecord(
             file_pattern=str(data), raw_record_column_name=tfma.ARROW_INPUT_COLUMN).BeamSource()
         for name, metrics in runs.items():
-            _ = examples | f"TFMA[{name}]" >> tfma.ExtractEvaluateAndWriteResults(
-                eval_config=_config(metrics), output_path=str(tmp / name))
+            # stock and per_example: TFMA's default extractors and evaluator (per example);
+            # fused: the batched extractors and evaluator the evaluate step runs
+            _ = examples | f"TFMA[{name}]" >> eval_tfma.analysis(
+                _config(metrics), [], tmp / name, batched=name == "fused")
     return tmp / "stock", tmp / "fused"
 
 
@@ -237,3 +239,88 @@ def test_fused_intervals_hold_the_exact_values_and_narrow_with_rows(adult_cfg, o
     (n_small, w_small), (n_big, w_big) = widths[0], widths[-1]
     assert n_big == ROWS and n_small < ROWS / 10
     assert w_small > 2 * w_big  # far fewer rows: a far wider interval
+
+
+def _tfma_output(path):
+    """Every metric, plot and validation TFMA wrote, per slice: {slice: {key: value}}."""
+    import tensorflow_model_analysis as tfma
+    from google.protobuf import json_format
+
+    out: dict = {}
+    for kind, load, field in (("metric", tfma.load_metrics, "metric_keys_and_values"),
+                              ("plot", tfma.load_plots, "plot_keys_and_values")):
+        for m in load(str(path)):
+            per = out.setdefault(m.slice_key.SerializeToString(deterministic=True), {})
+            for kv in getattr(m, field):
+                per[(kind, kv.key.SerializeToString(deterministic=True))] = \
+                    json_format.MessageToDict(kv.value)
+    validation = tfma.load_validation_result(str(path))
+    return out, json_format.MessageToDict(validation)
+
+
+def _same(a, b, where):
+    if isinstance(a, dict):
+        assert isinstance(b, dict) and set(a) == set(b), (where, set(a) ^ set(b))
+        for k in a:
+            _same(a[k], b[k], f"{where}.{k}")
+    elif isinstance(a, list):
+        assert isinstance(b, list) and len(a) == len(b), where
+        for i, (x, y) in enumerate(zip(a, b, strict=True)):
+            _same(x, y, f"{where}[{i}]")
+    elif isinstance(a, float) or isinstance(b, float):
+        assert a == pytest.approx(b, rel=1e-9, abs=1e-12, nan_ok=True), (where, a, b)
+    else:
+        assert a == b, (where, a, b)
+
+
+def test_batched_evaluation_writes_what_the_per_example_path_writes(outputs):
+    """The batched extractors and evaluator (what the evaluate step runs) write the same TFMA
+    files as TFMA's own per-example path with the same fused metric: every slice, every metric,
+    diff (vs the baseline), bootstrap interval and plot, and the validation result."""
+    _, fused_dir = outputs
+    batched, batched_validation = _tfma_output(fused_dir)
+    per_example, per_example_validation = _tfma_output(fused_dir.parent / "per_example")
+    assert len(batched) == len(per_example) > 5
+    assert sum(len(v) for v in batched.values()) > 40 * len(batched)  # metrics, CIs, diffs, plots
+    _same(batched, per_example, "output")
+    assert batched_validation == per_example_validation
+
+
+def test_batched_slices_are_tfma_slices():
+    """slice_membership (per record batch, numpy) gives each row the slice keys TFMA's slicer gives
+    it: multi-valued cells (every combination), missing cells and absent columns (no slice),
+    int values, a repeated value and a repeated spec (each row once per slice key)."""
+    import numpy as np
+    import pyarrow as pa
+    from tensorflow_model_analysis.proto import config_pb2
+    from tensorflow_model_analysis.slicer import slicer_lib
+
+    from pipelines.tfma_metrics import slice_membership
+
+    rng = np.random.default_rng(3)
+    n = 300
+    sex = [[rng.choice([b"Male", b"Female"])] for _ in range(n)]
+    race = [[] if i % 17 == 0 else [rng.choice([b"White", b"Black", b"Other"])] for i in range(n)]
+    tags = [list(rng.choice([b"a", b"b", b"c"], size=i % 4)) for i in range(n)]  # 0..3 values
+    tags[5] = [b"a", b"a"]
+    age = [[int(rng.integers(20, 25))] for _ in range(n)]
+    batch = pa.RecordBatch.from_pydict(
+        {"sex": sex, "race": race, "tags": tags, "age": age},
+        schema=pa.schema([("sex", pa.list_(pa.binary())), ("race", pa.list_(pa.binary())),
+                          ("tags", pa.large_list(pa.binary())), ("age", pa.list_(pa.int64()))]))
+    specs = [(), ("sex",), ("race", "sex"), ("tags",), ("sex", "tags", "age"), ("sex",),
+             ("absent",), ("race", "absent")]
+    ours: list[set] = [set() for _ in range(n)]
+    for key, rows in slice_membership(batch, specs):
+        assert len(set(rows.tolist())) == len(rows)
+        for r in rows:
+            assert key not in ours[r]
+            ours[r].add(key)
+    tfma_specs = [slicer_lib.SingleSliceSpec(spec=config_pb2.SlicingSpec(feature_keys=list(s)))
+                  for s in specs]
+    for i in range(n):
+        features = {"sex": np.array(sex[i]), "race": np.array(race[i], dtype=object),
+                    "tags": np.array(tags[i], dtype=object), "age": np.array(age[i])}
+        expected = set(slicer_lib.get_slices_for_features_dicts([features], None, tfma_specs))
+        assert ours[i] == expected, (i, ours[i] ^ expected)
+    assert any(len(k) == 3 and k[2][0] == "tags" for s in ours for k in s)
