@@ -29,14 +29,24 @@ export``) and kept away from the store proves that nothing before it was rewritt
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import json
 from collections import defaultdict
 from typing import Any
 
 from sqlalchemy import Engine, select, update
 from sqlalchemy.orm import Session
 
+from pipelines.lineage.common import (  # noqa: F401 - the chain's canonical form
+    ADOPTED,
+    END,
+    END_FIELDS,
+    GENESIS,
+    START,
+    START_FIELDS,
+    _canonical,
+    _sha,
+    _time,
+    record_sha256,
+)
 from pipelines.lineage.store import (
     RUNNING,
     Artifact,
@@ -45,31 +55,6 @@ from pipelines.lineage.store import (
     Event,
     Execution,
 )
-
-GENESIS = "0" * 64
-START, END, ADOPTED = "start", "end", "adopted"
-START_FIELDS = ("pipeline", "step", "run_id", "dag_id", "dag_run_id", "try_number",
-                "triggered_by", "code_version", "config_sha256", "parameters",
-                "openlineage_run_id")
-END_FIELDS = ("status", "error", "summary")
-
-
-def _canonical(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                      default=str).encode()
-
-
-def _sha(value: Any) -> str:
-    return hashlib.sha256(_canonical(value)).hexdigest()
-
-
-def _time(value: dt.datetime | None) -> str | None:
-    """UTC to the microsecond, as both SQLite (naive) and PostgreSQL (aware) hand it back."""
-    if value is None:
-        return None
-    if value.tzinfo is not None:
-        value = value.astimezone(dt.UTC).replace(tzinfo=None)
-    return value.isoformat(timespec="microseconds")
 
 
 def content(session: Session, x: Execution, phase: str) -> dict[str, Any]:
@@ -91,12 +76,6 @@ def content(session: Session, x: Execution, phase: str) -> dict[str, Any]:
         .where(Event.execution_id == x.id)).all()
     body["events"] = sorted(([t, k, u, s] for t, k, u, s in rows), key=_canonical)
     return body
-
-
-def record_sha256(pipeline: str, seq: int, execution_id: int, phase: str, content_sha256: str,
-                  prev_sha256: str) -> str:
-    return _sha({"pipeline": pipeline, "seq": seq, "execution": execution_id, "phase": phase,
-                 "content_sha256": content_sha256, "prev_sha256": prev_sha256})
 
 
 def _lock_head(session: Session, pipeline: str) -> ChainHead:

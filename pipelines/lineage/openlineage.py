@@ -34,19 +34,25 @@ import time
 import uuid
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlparse
 
 from pipelines import store
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext
-from pipelines.lineage.store import json_safe, normalise_kind, summarise
+from pipelines.lineage.common import json_safe, normalise_kind, summarise
+from pipelines.lineage.openlineage_ids import (  # noqa: F401 - re-exported
+    FACET_SCHEMA,
+    PRODUCER,
+    RUN_ID_NAMESPACE,
+    dataset_id,
+    explicit_config,
+    parent_ids,
+    parse_parent,
+    row_count,
+    schema_fields,
+)
 
 log = logging.getLogger(__name__)
 
-PRODUCER = "https://pypi.org/project/retrain-pipelines/"
-FACET_SCHEMA = "https://pypi.org/project/retrain-pipelines/#/$defs/"
-RUN_ID_NAMESPACE = uuid.UUID("5d3c1a52-9a0e-4f57-9e43-2f1f5d0e7c11")
-_EXPLICIT_ENV = ("OPENLINEAGE_URL", "OPENLINEAGE_CONFIG", "OPENLINEAGE_DISABLED")
 # Read by our code only (the job namespace); any other OPENLINEAGE* variable may steer the client.
 _OUR_ENV = ("OPENLINEAGE_NAMESPACE",)
 
@@ -77,13 +83,6 @@ def new_run_id() -> str:
     value = (value & ~(0xF000 << 64)) | (7 << 76)
     value = (value & ~(0xC000 << 48)) | (0x8000 << 48)
     return str(uuid.UUID(int=value))
-
-
-def explicit_config() -> bool:
-    """OpenLineage is configured in the environment (URL, config file, ``OPENLINEAGE__*``)."""
-    return any(os.environ.get(k) for k in _EXPLICIT_ENV) or any(
-        k.startswith("OPENLINEAGE__") for k in os.environ) or any(
-        Path(p).is_file() for p in ("openlineage.yml", Path.home() / ".openlineage/openlineage.yml"))
 
 
 def _git_origin() -> bool:
@@ -145,63 +144,6 @@ def to_json(event: dict[str, Any]) -> str:
     """One event as the client's file transport writes it (``Serde.to_json``)."""
     return json.dumps(clean(event), sort_keys=True,
                       default=lambda o: f"<<non-serializable: {type(o).__qualname__}>>")
-
-
-def dataset_id(uri: str) -> tuple[str, str]:
-    """OpenLineage (namespace, name) of an artifact URI, after the spec's naming conventions."""
-    parsed = urlparse(uri)
-    if parsed.scheme in ("", "file") or len(parsed.scheme) == 1:  # a path (or a Windows drive)
-        return "file", str(Path(parsed.path if parsed.scheme == "file" else uri).absolute())
-    return f"{parsed.scheme}://{parsed.netloc}", parsed.path or "/"
-
-
-def parse_parent(value: str) -> tuple[str, str, str]:
-    """``namespace/job_name/run_id`` -> its three parts (the job name may hold slashes)."""
-    namespace, _, rest = value.partition("/")
-    name, _, run_id = rest.rpartition("/")
-    uuid.UUID(run_id)
-    return namespace, name, run_id
-
-
-def row_count(props: dict[str, Any]) -> int | None:
-    rows = props.get("rows", props.get("row_count"))
-    if isinstance(rows, dict):
-        rows = rows.get("total", sum(v for v in rows.values() if isinstance(v, int)) or None)
-    return rows if isinstance(rows, int) else None
-
-
-def schema_fields(cfg: PipelineConfig, record: dict[str, Any]) -> list[dict[str, Any]]:
-    """Declared schema (``properties.schema``), else the config's columns for raw data; each
-    field as the keyword arguments of ``SchemaDatasetFacetFields``."""
-    declared = (record.get("properties") or {}).get("schema")
-    if isinstance(declared, dict):
-        declared = [{"name": k, "type": v} for k, v in declared.items()]
-    if isinstance(declared, list):
-        return [{"name": str(f.get("name")), "type": str(f.get("type"))}
-                for f in declared if isinstance(f, dict) and f.get("name")]
-    if normalise_kind(record.get("kind")) in ("SourceFile", "Snapshot"):
-        return [{"name": c.name, "type": c.type.upper(), "description": c.description or None}
-                for c in cfg.columns]
-    return []
-
-
-def parent_ids(em: Emitter) -> tuple[tuple[str, str, str], tuple[str, str, str] | None] | None:
-    """(namespace, job, run) of the parent run and of the root run (``None`` without Airflow's):
-    the Airflow task run when we know its ids, else the pipeline run of ``ctx.run_id``;
-    ``None`` (and a warning) when the ids are malformed."""
-    parent_id = getattr(em.ctx, "openlineage_parent_id", None)
-    root_id = getattr(em.ctx, "openlineage_root_parent_id", None)
-    try:
-        if parent_id:
-            parent = parse_parent(parent_id)
-        else:
-            parent = (em.namespace, em.cfg.name, str(uuid.uuid5(RUN_ID_NAMESPACE, em.ctx.run_id)))
-        root = parse_parent(root_id) if root_id else None
-    except ValueError:
-        log.warning("ignoring malformed OpenLineage parent ids %r / %r: expected "
-                    "namespace/job_name/run_uuid", parent_id, root_id)
-        return None
-    return parent, root
 
 
 class Emitter:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import attr
 from openlineage.client import OpenLineageClient
@@ -32,7 +32,8 @@ from openlineage.client.facet_v2 import (
 from openlineage.client.transport.file import FileConfig, FileTransport
 
 from pipelines import store
-from pipelines.lineage.openlineage import (
+from pipelines.lineage.common import json_safe, normalise_kind, summarise
+from pipelines.lineage.openlineage_ids import (
     FACET_SCHEMA,
     PRODUCER,
     dataset_id,
@@ -41,10 +42,6 @@ from pipelines.lineage.openlineage import (
     row_count,
     schema_fields,
 )
-from pipelines.lineage.store import json_safe, normalise_kind, summarise
-
-if TYPE_CHECKING:
-    from pipelines.lineage.openlineage import Emitter
 
 
 @attr.define
@@ -93,7 +90,7 @@ def make_client(home: Path) -> OpenLineageClient:
     return OpenLineageClient(transport=FileTransport(FileConfig(log_file_path=str(path), append=True)))
 
 
-def event(em: Emitter, state: str, result: dict[str, Any], error: str | None = None) -> RunEvent:
+def event(em: Any, state: str, result: dict[str, Any], error: str | None = None) -> RunEvent:
     """The run event of ``em``'s execution in ``state`` (``START``, ``COMPLETE``, ``FAIL``)."""
     ex = em.execution
     facets: dict[str, RunFacet] = {
@@ -123,7 +120,7 @@ def event(em: Emitter, state: str, result: dict[str, Any], error: str | None = N
     )
 
 
-def parent_facet(em: Emitter) -> parent_run.ParentRunFacet | None:
+def parent_facet(em: Any) -> parent_run.ParentRunFacet | None:
     """The Airflow task run when we know its ids, else the pipeline run of ``ctx.run_id``."""
     ids = parent_ids(em)
     if ids is None:
@@ -138,7 +135,7 @@ def parent_facet(em: Emitter) -> parent_run.ParentRunFacet | None:
                                      job=parent_run.Job(namespace=ns, name=name), root=root)
 
 
-def dataset_facets(em: Emitter, record: dict[str, Any]) -> dict[str, DatasetFacet]:
+def dataset_facets(em: Any, record: dict[str, Any]) -> dict[str, DatasetFacet]:
     props = record.get("properties") or {}
     facets: dict[str, DatasetFacet] = {"pipelines_artifact": ArtifactDatasetFacet(
         kind=normalise_kind(record.get("kind")), sha256=record.get("sha256"),
@@ -153,7 +150,7 @@ def dataset_facets(em: Emitter, record: dict[str, Any]) -> dict[str, DatasetFace
     return facets
 
 
-def input_dataset(em: Emitter, record: dict[str, Any]) -> InputDataset:
+def input_dataset(em: Any, record: dict[str, Any]) -> InputDataset:
     ns, name = dataset_id(record["uri"])
     stats: dict[str, Any] = {}
     rows = row_count(record.get("properties") or {})
@@ -164,7 +161,7 @@ def input_dataset(em: Emitter, record: dict[str, Any]) -> InputDataset:
                         inputFacets=stats)
 
 
-def output_dataset(em: Emitter, record: dict[str, Any]) -> OutputDataset:
+def output_dataset(em: Any, record: dict[str, Any]) -> OutputDataset:
     ns, name = dataset_id(record["uri"])
     stats: dict[str, Any] = {}
     rows = row_count(record.get("properties") or {})

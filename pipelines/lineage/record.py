@@ -24,36 +24,35 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import logging
+import sqlite3
+import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Engine, select
-from sqlalchemy.exc import IntegrityError, SQLAlchemyError
-from sqlalchemy.orm import Session
+from typing import TYPE_CHECKING, Any
 
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext, code_version
 from pipelines.errors import DataRejected, NotPromoted
-from pipelines.lineage import chain, openlineage
-from pipelines.lineage.store import (
+from pipelines.lineage import openlineage, sqlite_writer
+from pipelines.lineage.common import (
     COMPLETED,
+    END,
     FAILED,
     NOT_PROMOTED,
     REJECTED,
     RUNNING,
+    START,
     URL_ENV,
-    Artifact,
-    Event,
-    Execution,
     LineageError,
     database_url,
-    describe,
-    get_engine,
     json_safe,
     normalise_kind,
     summarise,
 )
+
+if TYPE_CHECKING:
+    from sqlalchemy import Engine
+    from sqlalchemy.orm import Session
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +69,24 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _integrity_error(exc: BaseException) -> bool:
+    """A unique constraint lost to a concurrent writer (either driver): the caller retries."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    sa_exc = sys.modules.get("sqlalchemy.exc")
+    return sa_exc is not None and isinstance(exc, sa_exc.IntegrityError)
+
+
+def _cannot_record(step: str, home: Path, exc: Exception) -> LineageError:
+    from pipelines.lineage.store import describe
+
+    return LineageError(
+        f"cannot record the {step} step in the lineage store "
+        f"{describe(database_url(home))}: {exc}. "
+        f"Check that {URL_ENV} (or the home folder) points at a reachable, writable "
+        f"database; the step did not run")
+
+
 class ExecutionRecord:
     """The open execution of one step; :meth:`complete` or :meth:`fail` closes it."""
 
@@ -77,7 +94,8 @@ class ExecutionRecord:
                  params: dict[str, Any] | None = None):
         self.cfg, self.home, self.step, self.ctx = cfg, Path(home), step, ctx
         self.params = json_safe(params or {})
-        self.engine: Engine | None = None
+        self.engine: Engine | None = None  # the SQLAlchemy path
+        self.conn: sqlite3.Connection | None = None  # the sqlite_writer path, while open
         self.id: int | None = None
         self.closed = False
         self.openlineage: openlineage.Emitter | None = None
@@ -92,6 +110,36 @@ class ExecutionRecord:
             parameters=self.params, status=RUNNING, started=_now(),
             openlineage_run_id=openlineage.new_run_id(),
         )
+        self.conn = sqlite_writer.connect(self.home)
+        if self.conn is not None:  # the local store, already made: no SQLAlchemy
+            try:
+                for attempt in range(3):
+                    try:
+                        with sqlite_writer.Transaction(self.conn) as conn:
+                            sqlite_writer.lock(conn, self.cfg.name)
+                            self.id = sqlite_writer.insert_execution(conn, fields)
+                            row = sqlite_writer.append(conn, self.id, START)
+                            self.record = sqlite_writer.to_dict(row)
+                        break
+                    except sqlite3.IntegrityError:  # another writer created the head row first
+                        if attempt == 2:
+                            raise
+            except sqlite3.Error as exc:
+                self.conn.close()
+                self.conn = None
+                raise _cannot_record(self.step, self.home, exc) from exc
+        else:
+            self._start_sqlalchemy(fields)
+        self.openlineage = openlineage.Emitter(self.cfg, self.home, self.ctx, self.record)
+        self.openlineage.start()
+
+    def _start_sqlalchemy(self, fields: dict[str, Any]) -> None:
+        from sqlalchemy.exc import IntegrityError, SQLAlchemyError
+        from sqlalchemy.orm import Session
+
+        from pipelines.lineage import chain
+        from pipelines.lineage.store import Execution, get_engine
+
         try:
             self.engine = get_engine(self.home)
             chain.seal_once(self.engine)  # a store written before chains: sealed as found
@@ -110,13 +158,7 @@ class ExecutionRecord:
                     if attempt == 2:
                         raise
         except SQLAlchemyError as exc:
-            raise LineageError(
-                f"cannot record the {self.step} step in the lineage store "
-                f"{describe(database_url(self.home))}: {exc}. "
-                f"Check that {URL_ENV} (or the home folder) points at a reachable, writable "
-                f"database; the step did not run") from exc
-        self.openlineage = openlineage.Emitter(self.cfg, self.home, self.ctx, self.record)
-        self.openlineage.start()
+            raise _cannot_record(self.step, self.home, exc) from exc
 
     def complete(self, result: dict[str, Any]) -> None:
         """Records the result's inputs and outputs and marks the execution completed."""
@@ -140,16 +182,29 @@ class ExecutionRecord:
             self.openlineage.fail(result, message)
 
     def _close(self, status: str, result: dict[str, Any], error: str | None) -> None:
-        for attempt in range(3):
-            try:
-                self._write_graph(status, result, error)
-                break
-            except IntegrityError:  # a concurrent step inserted the same artifact first
-                if attempt == 2:
-                    raise
+        try:
+            for attempt in range(3):
+                try:
+                    self._write_graph(status, result, error)
+                    break
+                except Exception as exc:
+                    if attempt == 2 or not _integrity_error(exc):
+                        raise  # else a concurrent step inserted the same artifact first
+        finally:
+            if self.conn is not None:
+                self.conn.close()
+                self.conn = None
         self.closed = True
 
     def _write_graph(self, status: str, result: dict[str, Any], error: str | None) -> None:
+        if self.conn is not None:
+            self._write_graph_sqlite(self.conn, status, result, error)
+            return
+        from sqlalchemy.orm import Session
+
+        from pipelines.lineage import chain
+        from pipelines.lineage.store import Event, Execution
+
         with Session(self.engine) as session, session.begin():
             chain.lock(session, self.cfg.name)
             row = session.get(Execution, self.id)
@@ -168,6 +223,27 @@ class ExecutionRecord:
             row.summary = summarise(result)
             chain.append(session, row, chain.END)
 
+    def _write_graph_sqlite(self, conn: sqlite3.Connection, status: str, result: dict[str, Any],
+                            error: str | None) -> None:
+        """:meth:`_write_graph` through :mod:`pipelines.lineage.sqlite_writer`."""
+        assert self.id is not None
+        with sqlite_writer.Transaction(conn):
+            sqlite_writer.lock(conn, self.cfg.name)
+            if sqlite_writer.execution_row(conn, self.id) is None:
+                raise LineageError(f"execution #{self.id} vanished from the lineage store while "
+                                   f"the {self.step} step ran")
+            seen: set[tuple[int, str]] = set()
+            for kind in ("input", "output"):
+                for record in result.get(f"{kind}s") or []:
+                    artifact_id = sqlite_writer.upsert_artifact(conn, record, kind)
+                    if (artifact_id, kind) not in seen:
+                        seen.add((artifact_id, kind))
+                        conn.execute("INSERT INTO events (execution_id, artifact_id, type) "
+                                     "VALUES (?, ?, ?)", (self.id, artifact_id, kind))
+            sqlite_writer.close_execution(conn, self.id, status, _now(), error,
+                                          summarise(result))
+            sqlite_writer.append(conn, self.id, END)
+
 
 def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:
     """The id of the artifact (uri, sha256), inserting it if it is new.
@@ -175,6 +251,10 @@ def upsert_artifact(session: Session, record: dict[str, Any], role: str) -> int:
     An input recorded without a sha256 is resolved to the newest known artifact at that URI (the
     output of the step that wrote it), so the chain stays connected.
     """
+    from sqlalchemy import select
+
+    from pipelines.lineage.store import Artifact
+
     uri, sha = str(record["uri"]), record.get("sha256")
     query = select(Artifact).where(Artifact.uri == uri)
     if sha is None and role == "input":

@@ -20,8 +20,6 @@ tables on the first write, and their history is sealed as found then.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
 import sqlite3
 import threading
 from pathlib import Path
@@ -44,50 +42,24 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from pipelines import store as artifact_store
-from pipelines.errors import PipelineError
-
-URL_ENV = "PIPELINES_LINEAGE_URL"
-READ_URL_ENV = "PIPELINES_LINEAGE_READ_URL"
-
-# Execution states. ``running`` is written first in its own transaction; a killed step stays so.
-RUNNING, COMPLETED, FAILED, REJECTED, NOT_PROMOTED = (
-    "running", "completed", "failed", "rejected", "not_promoted")
-
-SUMMARY_MAX_BYTES = 64_000
-# Kept when a result is too large to store whole: what an auditor asks about.
-SUMMARY_KEYS = ("status", "blessed", "promoted", "reasons", "failures", "expectations", "version",
-                "previous_version", "registry_uri", "snapshot_id", "reused", "golden", "spans",
-                "rows", "malformed_rows", "metrics", "baseline", "model_id", "uri", "model_uri",
-                "transform_uri", "evaluation_uri", "report_html", "report_json", "infra_check")
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` as plain JSON types: dates, paths and other objects become strings."""
-    return json.loads(json.dumps(value, default=str))
-
-
-def summarise(result: dict[str, Any] | None) -> dict[str, Any]:
-    """The step result without its artifact lists; only the auditor's keys if it is large."""
-    body = {k: v for k, v in (result or {}).items() if k not in ("inputs", "outputs")}
-    body = json_safe(body)
-    if len(json.dumps(body)) > SUMMARY_MAX_BYTES:
-        body = {k: body[k] for k in SUMMARY_KEYS if k in body}
-        body["truncated"] = True
-    return body
-
-
-def normalise_kind(kind: str | None) -> str:
-    """Artifact kinds in CamelCase as in ML Metadata: ``transform_graph`` -> ``TransformGraph``."""
-    if not kind:
-        return "Artifact"
-    if "_" in kind or kind[0].islower():
-        return "".join(part[:1].upper() + part[1:] for part in kind.split("_") if part)
-    return kind
-
-
-class LineageError(PipelineError):
-    """The lineage store is missing, unreachable, or holds nothing that matches the question."""
+from pipelines.lineage.common import (  # noqa: F401 - re-exported: the store's value helpers
+    COMPLETED,
+    FAILED,
+    NOT_PROMOTED,
+    READ_URL_ENV,
+    REJECTED,
+    RUNNING,
+    SUMMARY_KEYS,
+    SUMMARY_MAX_BYTES,
+    URL_ENV,
+    LineageError,
+    database_url,
+    iso,
+    json_safe,
+    normalise_kind,
+    read_url,
+    summarise,
+)
 
 
 class Base(DeclarativeBase):
@@ -198,26 +170,6 @@ class ChainHead(Base):
     pipeline: Mapped[str] = mapped_column(String(64), primary_key=True)
     seq: Mapped[int] = mapped_column(Integer)
     head_sha256: Mapped[str] = mapped_column(String(64))
-
-
-def iso(value: dt.datetime | None) -> str | None:
-    """ISO 8601 in UTC; SQLite hands back naive datetimes, which we always wrote in UTC."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=dt.UTC)
-    return value.astimezone(dt.UTC).isoformat(timespec="seconds")
-
-
-def database_url(home: Path) -> str:
-    """``PIPELINES_LINEAGE_URL`` if set, else the SQLite file ``<home>/lineage.db``."""
-    return os.environ.get(URL_ENV) or f"sqlite:///{artifact_store.lineage_db(home)}"
-
-
-def read_url(home: Path) -> str:
-    """The readers' URL: ``PIPELINES_LINEAGE_READ_URL`` (the auditor's read-only role) if set,
-    else the writers' :func:`database_url`."""
-    return os.environ.get(READ_URL_ENV) or database_url(home)
 
 
 def describe(url: str) -> str:

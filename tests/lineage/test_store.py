@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -174,3 +175,102 @@ def test_an_unreachable_store_stops_the_step_with_a_clear_error(adult_cfg, store
         runner.run_step("boom", adult_cfg, store_home, RunContext(), snapshot_uri="x")
     assert "secret" not in str(err.value) and calls == []
     dispose_engines()
+
+
+def _dump(home) -> dict[str, list[tuple]]:
+    """Every table of a store as stored (raw column text), without what differs between two
+    writes of the same chain: times, OpenLineage run ids and the chain hashes made from them."""
+    import sqlite3
+
+    from pipelines import store as artifact_store
+
+    skip = {"started", "ended", "created", "recorded", "openlineage_run_id", "content_sha256",
+            "prev_sha256", "record_sha256", "head_sha256"}
+    out = {}
+    with sqlite3.connect(artifact_store.lineage_db(home)) as conn:
+        for table in ("executions", "artifacts", "events", "chain_records", "chain_heads"):
+            cur = conn.execute(f"SELECT * FROM {table} ORDER BY 1")
+            names = [c[0] for c in cur.description]
+            out[table] = [tuple(v for n, v in zip(names, row, strict=True) if n not in skip)
+                          for row in cur]
+        out["times"] = [tuple(re.sub("[0-9a-f]", "9", v) for v in row) for row in conn.execute(
+            "SELECT started, ifnull(ended, ''), openlineage_run_id FROM executions UNION ALL "
+            "SELECT created, '', '' FROM artifacts UNION ALL "
+            "SELECT recorded, '', '' FROM chain_records")]
+    return out
+
+
+def test_the_sqlite_writer_stores_what_sqlalchemy_stores(adult_cfg, store_home, landing_files,
+                                                         monkeypatch):
+    """A reused step records on the local store without SQLAlchemy (pipelines.lineage.
+    sqlite_writer); the rows, their stored text and the chain are those SQLAlchemy writes."""
+    from pipelines.lineage import record, sqlite_writer
+    from pipelines.lineage.audit import check_chain
+    from pipelines.lineage.store import dispose_engines
+
+    # fixed: others commit to this checkout while the test runs
+    monkeypatch.setattr(record, "code_version",
+                        lambda: {"git_sha": "0" * 40, "dirty": True, "package_version": None})
+
+    def write(home, *, sqlite: bool) -> list[bool]:
+        taken = []
+        real = sqlite_writer.connect
+
+        def spy(h):
+            conn = real(h) if sqlite else None
+            taken.append(conn is not None)
+            return conn
+
+        with monkeypatch.context() as m:
+            m.setattr(sqlite_writer, "connect", spy)
+            run_fake_chain(adult_cfg, home, landing_files, 1, run_id="run-1", try_number=2,
+                           dag_id="retrain_adult", dag_run_id="scheduled__2026-11-20")
+            run_fake_chain(adult_cfg, home, landing_files, 2, run_id="run-2", seed=2,
+                           baseline="x")
+            with pytest.raises(RuntimeError, match="disk full"):
+                runner.run_step("boom", adult_cfg, home, RunContext(run_id="run-3"),
+                                snapshot_uri="x")
+        dispose_engines()
+        return taken
+
+    import shutil
+
+    assert not any(write(store_home, sqlite=False))
+    orm = _dump(store_home)  # artifact ids hash their paths: both writes use the same home
+    shutil.rmtree(store_home)
+    taken = write(store_home, sqlite=True)
+    assert taken[0] is False and all(taken[1:])  # the first write creates the tables
+    raw = _dump(store_home)
+    for table in ("executions", "artifacts", "events", "chain_records", "chain_heads", "times"):
+        assert raw[table] == orm[table], table
+    assert [x["status"] for x in rows(store_home, Execution)][-1] == "failed"
+    report = check_chain(store_home, "adult")
+    assert report["ok"], report["problems"]
+    assert report["records"] == 2 * len(rows(store_home, Execution))
+
+
+def test_the_sqlite_writer_steps_aside_for_other_stores(store_home, monkeypatch, tmp_path):
+    """Only the default SQLite file with every table and a sealed history; else SQLAlchemy."""
+    import sqlite3
+
+    from pipelines import store as artifact_store
+    from pipelines.lineage import sqlite_writer
+
+    assert sqlite_writer.connect(store_home) is None  # no store yet
+    db = artifact_store.lineage_db(store_home)
+    db.parent.mkdir(parents=True)
+    with sqlite3.connect(db) as conn:
+        conn.execute("CREATE TABLE executions (id INTEGER PRIMARY KEY, pipeline TEXT)")
+    assert sqlite_writer.connect(store_home) is None  # an older store: SQLAlchemy migrates
+    with sqlite3.connect(db) as conn:
+        for table in ("artifacts", "events", "chain_records", "chain_heads"):
+            conn.execute(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, pipeline TEXT)")
+        conn.execute("INSERT INTO executions (pipeline) VALUES ('adult')")
+    assert sqlite_writer.connect(store_home) is None  # history to seal first
+    with sqlite3.connect(db) as conn:
+        conn.execute("INSERT INTO chain_heads (pipeline) VALUES ('adult')")
+    found = sqlite_writer.connect(store_home)
+    assert found is not None
+    found.close()
+    monkeypatch.setenv("PIPELINES_LINEAGE_URL", f"sqlite:///{db}")
+    assert sqlite_writer.connect(store_home) is None
