@@ -16,8 +16,11 @@ The transformed data files are byte-identical whatever the runner, its paralleli
 order: each tf.Example is serialized canonically (sorted feature map), z-scores are accumulated
 in float64 (see transforms/adult.py), and after Beam writes its shards each split's records are
 sorted by their sha256 (a fixed pseudo-random order, which also pre-shuffles the training data)
-into a single file. That last pass holds one split in memory: fine for tens of MB; a far larger
-dataset would keep Beam's shards and hash them order-independently instead. The
+into a single file, through 256 spill files (an external sort: memory does not grow with rows).
+
+Memory does not grow with rows (benchmarks/results/transform_memory.md: peak ~0.93 GB at Adult x1
+and x20): the train rows are read twice, once for the analysis and once for the transform, so
+Beam's in-process runner never holds them between the two (see :func:`run_beam`). The
 ``transform_id`` is the sha256 of the input snapshots, the transform module's source and the
 config parts it reads, so re-running on the same inputs reuses the artifact.
 
@@ -60,7 +63,7 @@ from pipelines import store
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext, utcnow
 from pipelines.errors import PipelineError
-from pipelines.hashing import sha256_file, sha256_json, sha256_tree
+from pipelines.hashing import sha256_json, sha256_tree
 from pipelines.results import Artifact, ArtifactKind, artifact
 from pipelines.snapshots import SPLITS, provenance, split_pattern, validation_status
 from pipelines.store import publish, read_json, write_json_atomic
@@ -206,23 +209,27 @@ class Part:
         return f"{Path(self.snapshot).name}/{self.span or 'train'}"
 
 
+SORT_BUCKETS = 256  # the sort's spill files: one per first byte of the records' sha256
+
+
+def _tfrecord_frames(path: Path, fix: str = "run the transform again"):
+    """(sha256 of the record, its whole TFRecord frame: length, CRC, data, CRC) of each record of
+    a TFRecord file, streamed, without TensorFlow; a truncated file is refused (``fix`` says what
+    to do)."""
+    with open(path, "rb", buffering=1 << 20) as f:
+        while head := f.read(12):
+            length = struct.unpack_from("<Q", head)[0] if len(head) == 12 else None
+            body = f.read(length + 4) if length is not None else b""
+            if length is None or len(body) != length + 4:
+                raise PipelineError(f"{path}: truncated TFRecord at byte {f.tell()}; {fix}")
+            yield hashlib.sha256(memoryview(body)[:length]).digest(), head + body
+
+
 def _records_digest(files: list[str]) -> tuple[int, str]:
     """(count, order-independent sha256) of the records of TFRecord files, read without TensorFlow:
     the same rows in another order (another Beam shard layout) give the same digest."""
-    digests = []
-    for f in files:
-        data = Path(f).read_bytes()
-        pos = 0
-        while pos < len(data):
-            if pos + 12 > len(data):
-                raise PipelineError(f"{f}: truncated TFRecord at byte {pos}; ingest it again")
-            (length,) = struct.unpack_from("<Q", data, pos)
-            start = pos + 12
-            if start + length + 4 > len(data):
-                raise PipelineError(f"{f}: truncated TFRecord at byte {pos}; ingest it again")
-            digests.append(hashlib.sha256(data[start:start + length]).digest())
-            pos = start + length + 4
-    digests.sort()
+    digests = sorted(digest for f in files
+                     for digest, _ in _tfrecord_frames(Path(f), "ingest it again"))
     return len(digests), hashlib.sha256(b"".join(digests)).hexdigest()
 
 
@@ -287,16 +294,45 @@ def write_cache_entry(entry: Path, part: Part, entries: dict[bytes, list[bytes]]
 
 
 def _sort_records(shard_pattern: str, out_file: Path) -> tuple[int, str]:
-    """Rewrites Beam's shards as one file sorted by record sha256; returns (count, file sha256)."""
-    import tensorflow as tf
+    """Rewrites Beam's shards as one file sorted by record sha256; returns (count, file sha256).
 
-    files = sorted(tf.io.gfile.glob(shard_pattern))
-    records = [r for batch in tf.data.TFRecordDataset(files).batch(8192) for r in batch.numpy()]
-    records.sort(key=lambda r: hashlib.sha256(r).digest())
-    with tf.io.TFRecordWriter(str(out_file)) as writer:
-        for r in records:
-            writer.write(r)
-    return len(records), sha256_file(out_file)
+    An external sort, so memory does not grow with the split: each record's frame goes to the
+    spill file of its sha256's first byte (prefixed by the sha256), then spill files are sorted
+    one at a time, in byte order, into the output. The bytes equal an in-memory sort's."""
+    import glob
+
+    files = sorted(glob.glob(shard_pattern))
+    spill_dir = Path(shard_pattern).parent / "sort-spill"  # beside the shards
+    spill_dir.mkdir()
+    try:
+        spills = [open(spill_dir / f"{b:03d}", "wb") for b in range(SORT_BUCKETS)]
+        count = 0
+        try:
+            for f in files:
+                for digest, frame in _tfrecord_frames(Path(f)):
+                    spills[digest[0]].write(digest + frame)
+                    count += 1
+        finally:
+            for spill in spills:
+                spill.close()
+        h = hashlib.sha256()
+        with open(out_file, "wb") as out:
+            for b in range(SORT_BUCKETS):
+                data = (spill_dir / f"{b:03d}").read_bytes()
+                items, pos = [], 0
+                while pos < len(data):  # (sha256, frame start, frame end)
+                    end = pos + 32 + 12 + struct.unpack_from("<Q", data, pos + 32)[0] + 4
+                    items.append((data[pos:pos + 32], pos + 32, end))
+                    pos = end
+                items.sort(key=lambda item: item[0])
+                view = memoryview(data)
+                for _, start, end in items:
+                    h.update(view[start:end])
+                    out.write(view[start:end])
+                view.release()
+    finally:
+        shutil.rmtree(spill_dir, ignore_errors=True)
+    return count, h.hexdigest()
 
 
 def _encode_canonical(batch: tuple[Any, dict]) -> list[bytes]:
@@ -347,25 +383,26 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
     if parts is not None:
         keys = [tft_beam.analyzer_cache.DatasetKey(f"part{i:05d}") for i in range(len(parts))]
         analyzed = sorted(_parts_to_read(preprocessing_fn, adapter, keys, cached))
+    # Memory: Beam's in-process runner keeps in memory every PCollection that one stage writes
+    # and a later one reads. Train rows read once and used by both the analysis and the
+    # transform would be such a PCollection (the transform waits for the analysis' result as a
+    # side input): all the decoded rows held at once. So the rows are read twice, streamed each
+    # time (TFT's deep copy, as TFX's Transform does; also for an analysis phase > 0), and never
+    # go through a Flatten (the runner materializes every Flatten input).
     with (beam.Pipeline(options=pipeline_options(cfg, step="transform")) as p,
-          tft_beam.Context(temp_dir=str(temp_dir))):
+          tft_beam.Context(temp_dir=str(temp_dir), use_deep_copy_optimization=True)):
+        raw = {"eval": p | "Readeval" >> sources["eval"].BeamSource()}
         if parts is None:
-            raw = {split: p | f"Read{split}" >> src.BeamSource() for split, src in sources.items()}
-            (train_xf, metadata), transform_fn = (
-                (raw["train"], adapter)
+            (train_xf, _), transform_fn = (
+                (p | "Readtrain" >> sources["train"].BeamSource(), adapter)
                 | "AnalyzeAndTransform" >> tft_beam.AnalyzeAndTransformDataset(
                     preprocessing_fn, output_record_batches=True))
         else:
-            raw = {"eval": p | "Readeval" >> sources["eval"].BeamSource()}
-            # Each row is read once: a part to analyze on its own (its rows are transformed
-            # too), the parts whose accumulators are cached together (transformed only).
+            # The parts to analyze are read on their own; the transform reads every train file
+            # once more (no Flatten of the parts' reads, nothing kept between the two).
             part_rows = {i: p | f"Readtrain[{i}]" >> source(parts[i].files).BeamSource()
                          for i in analyzed}
-            train_rows = list(part_rows.values())
             from_cache = [i for i in range(len(parts)) if i not in part_rows]
-            if from_cache:
-                train_rows.append(p | "Readtrain[cached]" >> source(
-                    [f for i in from_cache for f in parts[i].files]).BeamSource())
             # One Create of every cached accumulator, picked apart by fused FlatMaps: a Create
             # per (part, entry) would add a Beam stage each (6 spans x 12 analyzers here).
             accumulators = p | "CachedAccumulators" >> beam.Create(
@@ -384,7 +421,7 @@ def run_beam(cfg: PipelineConfig, train_patterns: list[str], eval_patterns: list
             for i in analyzed:
                 _write_part_cache(output_cache[keys[i]], out / "cache" / f"{i}.json", i)
             train_xf, _ = (
-                ((train_rows | "FlattenTrain" >> beam.Flatten(), adapter), transform_fn)
+                ((p | "Readtrain" >> sources["train"].BeamSource(), adapter), transform_fn)
                 | "TransformTrain" >> tft_beam.TransformDataset(output_record_batches=True))
         eval_xf, _ = (
             ((raw["eval"], sources["eval"].TensorAdapterConfig()), transform_fn)

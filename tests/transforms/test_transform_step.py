@@ -112,6 +112,46 @@ def test_rerun_on_same_inputs_reuses_the_artifact(adult_cfg, pipeline_home, tran
     assert again["sha256"] == transformed["sha256"]
 
 
+@pytest.mark.slow
+def test_external_sort_equals_an_in_memory_sort_by_record_sha256(tmp_path):
+    """The transformed files are sorted through spill files (bounded memory): the bytes must be
+    those of TensorFlow writing every record sorted by its sha256 (the format before the spill)."""
+    import hashlib
+    import random
+
+    import tensorflow as tf
+
+    from pipelines import transform as step
+
+    rnd = random.Random(7)
+    records = [rnd.randbytes(rnd.randrange(0, 300)) for _ in range(2000)]
+    records += records[:50]  # duplicates (equal rows) keep both copies
+    shards = tmp_path / "shards"
+    shards.mkdir()
+    for i in range(3):
+        with tf.io.TFRecordWriter(str(shards / f"part-{i:05d}-of-00003.tfrecord")) as w:
+            for r in records[i::3]:
+                w.write(r)
+    expected = tmp_path / "expected.tfrecord"
+    with tf.io.TFRecordWriter(str(expected)) as w:
+        for r in sorted(records, key=lambda r: hashlib.sha256(r).digest()):
+            w.write(r)
+    got = tmp_path / "out" / "data.tfrecord"
+    got.parent.mkdir()
+    count, digest = step._sort_records(str(shards / "part*"), got)
+    assert count == len(records)
+    assert got.read_bytes() == expected.read_bytes()
+    assert digest == sha256_file(expected)
+    assert not (shards / "sort-spill").exists()
+    # a truncated shard is refused with the file named, not silently shortened
+    (shards / "part-00000-of-00003.tfrecord").write_bytes(
+        (shards / "part-00000-of-00003.tfrecord").read_bytes()[:-3])
+    got.unlink()
+    with pytest.raises(PipelineError, match="part-00000-of-00003.tfrecord: truncated"):
+        step._sort_records(str(shards / "part*"), got)
+    assert not (shards / "sort-spill").exists()
+
+
 def test_refuses_a_snapshot_that_was_not_validated(adult_cfg, tmp_path):
     snap = tmp_path / "snapshots" / "adult" / "abc"
     for split in ("train", "eval"):
