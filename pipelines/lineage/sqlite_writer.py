@@ -60,7 +60,8 @@ def connect(home: Path) -> sqlite3.Connection | None:
     path = artifact_store.lineage_db(home)
     if not path.is_file():
         return None
-    conn = sqlite3.connect(path, timeout=60, isolation_level=None)
+    # one ExecutionRecord uses it at a time; any thread may close it (as a pooled engine allows)
+    conn = sqlite3.connect(path, timeout=60, isolation_level=None, check_same_thread=False)
     try:
         conn.execute("PRAGMA foreign_keys=ON")
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
