@@ -6,7 +6,9 @@ Called by :mod:`pipelines.lineage.record` (which writes) and :mod:`pipelines.lin
 events carry what the store holds.
 
 The store is a SQLite file ``<home>/lineage.db`` by default, or any database SQLAlchemy reaches
-through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production). Readers
+through ``PIPELINES_LINEAGE_URL`` (``postgresql+psycopg2://user@host/db`` in production). Once the
+SQLite file exists with its tables, the recorder writes it with the stdlib instead
+(:mod:`pipelines.lineage.sqlite_writer`: the same rows, without importing SQLAlchemy). Readers
 open SQLite with ``mode=ro`` and PostgreSQL in read-only transactions, so a lineage query can never
 change the record; on PostgreSQL they connect with ``PIPELINES_LINEAGE_READ_URL`` when it is set (the
 auditor's own role, which holds SELECT only: :mod:`pipelines.lineage.roles`).
