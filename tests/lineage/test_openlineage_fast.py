@@ -66,6 +66,10 @@ def test_the_cheap_lines_equal_the_clients(adult_cfg, store_home, tmp_path, ctx_
                                            monkeypatch):
     # this process imported the client, which alone would send both emitters through it
     monkeypatch.setattr(openlineage, "local_events_file", store.openlineage_events)
+    # the working directory (tmp_path) is a checkout without an origin: the client adds no
+    # sourceCodeLocation facet wherever tmp_path lives
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[core]\n\tbare = false\n")
     ctx = RunContext(run_id="run-1", triggered_by="test", **ctx_fields)
     fast = Emitter(adult_cfg, tmp_path / "fast", ctx, EXECUTION)
     slow = Emitter(adult_cfg, tmp_path / "client", ctx, EXECUTION)
@@ -102,6 +106,11 @@ def test_the_event_time_is_the_clients_form(adult_cfg, store_home, tmp_path, mon
 def test_the_cheap_path_only_without_configuration(store_home, tmp_path, monkeypatch):
     monkeypatch.delitem(sys.modules, "openlineage.client", raising=False)
     home = tmp_path / "home"
+    # a checkout without an origin, so the answer never depends on where tmp_path lives
+    git = tmp_path / "repo" / ".git"
+    git.mkdir(parents=True)
+    (git / "config").write_text('[core]\n\tbare = false\n')
+    monkeypatch.chdir(tmp_path / "repo")
     assert local_events_file(home) == home / "openlineage" / "events.jsonl"
     monkeypatch.setenv("OPENLINEAGE_NAMESPACE", "ours")  # read by our code only
     assert local_events_file(home) is not None
@@ -112,19 +121,16 @@ def test_the_cheap_path_only_without_configuration(store_home, tmp_path, monkeyp
         with monkeypatch.context() as m:
             m.setenv(key, value)
             assert local_events_file(home) is None, key
-    (tmp_path / "openlineage.yml").write_text("transport: {type: console}\n")
+    (tmp_path / "repo" / "openlineage.yml").write_text("transport: {type: console}\n")
     assert local_events_file(home) is None
-    (tmp_path / "openlineage.yml").unlink()
-    # a checkout with an origin: the client adds its sourceCodeLocation facet, so it emits
-    git = tmp_path / "repo" / ".git"
-    git.mkdir(parents=True)
-    (git / "config").write_text('[core]\n\tbare = false\n')
-    monkeypatch.chdir(tmp_path / "repo")
+    (tmp_path / "repo" / "openlineage.yml").unlink()
     assert local_events_file(home) is not None
+    # a checkout with an origin: the client adds its sourceCodeLocation facet, so it emits
     (git / "config").write_text('[remote "origin"]\n\turl = https://example.com/repo.git\n')
     assert local_events_file(home) is None
     # the client already imported (an Airflow worker): it emits, whatever producer it was given
-    monkeypatch.chdir(tmp_path)
+    (git / "config").write_text('[core]\n\tbare = false\n')
+    assert local_events_file(home) is not None
     monkeypatch.setitem(sys.modules, "openlineage.client", object())
     assert local_events_file(home) is None
 

@@ -58,6 +58,10 @@ RECORD_A_STEP = """
 def test_a_recorded_step_on_an_existing_store_imports_nothing_heavy(tmp_path):
     """The second process on a store records through sqlite3 and writes OpenLineage lines
     itself; the events and rows are there as from the first (SQLAlchemy, client-free) one."""
+    # the process runs in a checkout without an origin (else the OpenLineage client would add its
+    # source-code facet and so emit), wherever tmp_path lives
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "config").write_text("[core]\n\tbare = false\n")
     landing = tmp_path / "landing" / "2026-11-19" / "part-0.csv"
     landing.parent.mkdir(parents=True)
     landing.write_text("1,2026-11-19,x\n2,2026-11-19,y\n")
