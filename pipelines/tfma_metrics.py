@@ -809,7 +809,9 @@ def _take(value, rows: np.ndarray, n: int, what: str):
 
 class BatchSlices:
     """The slices of one record batch in its extract. Neither a mapping nor sized: TFMA's
-    batch-size check (util.batch_size, in the predictions extractor) skips it."""
+    batch-size check (util.batch_size, in the predictions extractor) skips it. If a model call
+    fails on a whole batch, TFMA's serial retry cannot split this value and the run stops (after
+    the model's own error): it never counts a batch's slices per example."""
 
     __slots__ = ("slices", "rows")
 
