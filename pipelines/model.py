@@ -9,6 +9,14 @@ The head depends on ``cfg.task`` (:data:`HEADS`): binary one sigmoid unit, multi
 softmax unit per class, regression one linear unit rescaled to the target's units. Layer names are
 fixed (``hidden_<i>``, ``embed_<feature>``, ``deep_logit``, ``wide``) whatever the task, so a warm
 start matches variables by name and shape; a head of another size is kept fresh and reported.
+
+Speed and memory of training (benchmarks/results/train.md): the input is parsed a batch at a time;
+the serialized train records are cached in memory only while the split's files total at most
+:data:`CACHE_MAX_BYTES` (Adult: 16 MB), so memory does not grow with rows beyond that (the shuffle
+buffer holds at most ``SHUFFLE_BUFFER`` records). With the number of rows known (the dataset's
+cardinality), Keras runs several batches per call of its train and test functions when an epoch is
+long (:func:`steps_per_execution`): the same steps in the same order, without a Python round trip
+per batch.
 """
 
 from __future__ import annotations
@@ -21,6 +29,12 @@ log = logging.getLogger(__name__)
 
 ONE_HOT_MAX = 64  # integer features with at most this many values are one-hot, larger embedded
 EMBED_DIM_MAX = 16
+# The serialized records of a split are cached in memory below this size, read again per epoch above.
+CACHE_MAX_BYTES = 64 * 1024 * 1024
+SHUFFLE_BUFFER = 100_000  # records; Adult's train split (26k rows) is shuffled whole
+# Batches per call of Keras' train/test function for an epoch of at least SPE_MIN_BATCHES batches.
+STEPS_PER_EXECUTION = 64
+SPE_MIN_BATCHES = 256
 
 
 def label_key(cfg: Any) -> str:
@@ -53,20 +67,55 @@ def to_model_inputs(features: dict[str, Any], names: list[str]) -> dict[str, Any
     return {name: tf.reshape(features[name], [-1, 1]) for name in names}
 
 
+def should_cache(files: list[str], limit: int | None = None) -> bool:
+    """Whether ``files`` total at most ``limit`` bytes (:data:`CACHE_MAX_BYTES`): small enough to
+    keep their records in memory between epochs."""
+    import tensorflow as tf
+
+    limit = CACHE_MAX_BYTES if limit is None else limit
+    return sum(tf.io.gfile.stat(f).length for f in files) <= limit
+
+
+def steps_per_execution(batches_per_epoch: int) -> int:
+    """Batches per call of the compiled train/test function for an epoch of this many batches.
+
+    Measured on Adult (benchmarks/results/train.md): running 64 batches per call saves about 2 ms
+    of CPU a batch (25-30% of a step of the Adult model), but tracing the multi-step loop costs
+    about 2 s once; below :data:`SPE_MIN_BATCHES` batches an epoch (Adult x1: 102) it does not pay.
+    """
+    return STEPS_PER_EXECUTION if batches_per_epoch >= SPE_MIN_BATCHES else 1
+
+
 def make_dataset(pattern: str, tft_output: Any, label: str, batch_size: int, *,
-                 shuffle: bool, seed: int, names: list[str]):
-    """A tf.data pipeline of (features, label) batches from transformed TFRecords."""
+                 shuffle: bool, seed: int, names: list[str], rows: int | None = None,
+                 cache: bool | None = None):
+    """A tf.data pipeline of (features, label) batches from transformed TFRecords.
+
+    Args:
+        rows: the number of records in the files; when given, the dataset's cardinality is set
+            (Keras then knows the epoch's length and can run several steps per call).
+        cache: keep the serialized records in memory after the first epoch; None decides by
+            size (:func:`should_cache`).
+    """
     import tensorflow as tf
 
     spec = tft_output.transformed_feature_spec()
     files = sorted(tf.io.gfile.glob(pattern))
     if not files:
         raise FileNotFoundError(f"no transformed data matches {pattern}; run the transform step")
-    ds = tf.data.TFRecordDataset(files).cache()
+    ds = tf.data.TFRecordDataset(files)
+    if should_cache(files) if cache is None else cache:
+        ds = ds.cache()
     if shuffle:
-        ds = ds.shuffle(100_000, seed=seed, reshuffle_each_iteration=True)
-    ds = ds.batch(batch_size).map(lambda x: tf.io.parse_example(x, spec))
-    ds = ds.map(lambda f: (to_model_inputs(f, names), tf.reshape(f[label], [-1, 1])))
+        ds = ds.shuffle(SHUFFLE_BUFFER, seed=seed, reshuffle_each_iteration=True)
+
+    def parse(serialized):
+        features = tf.io.parse_example(serialized, spec)
+        return to_model_inputs(features, names), tf.reshape(features[label], [-1, 1])
+
+    ds = ds.batch(batch_size).map(parse, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    if rows is not None:
+        ds = ds.apply(tf.data.experimental.assert_cardinality(-(-rows // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -141,7 +190,8 @@ def label_stats(values: Any, task: str, n_classes: int | None) -> dict[str, Any]
 
 
 def build_model(numeric: list[str], categorical: dict[str, int], hp: Any, task: str = "binary",
-                n_classes: int | None = None, target: dict[str, float] | None = None):
+                n_classes: int | None = None, target: dict[str, float] | None = None,
+                steps_per_execution: int = 1):
     """Wide and deep: a linear part over one-hot/embedded ids plus a ReLU tower; head per task.
 
     Args:
@@ -155,6 +205,8 @@ def build_model(numeric: list[str], categorical: dict[str, int], hp: Any, task: 
             (``z * std + mean``), so training is well conditioned whatever the target's scale and
             the model (and ``serving_default``) outputs the original units. Loss and metrics are
             in the original units.
+        steps_per_execution: batches per call of the compiled train/test function (more than
+            one needs datasets of known cardinality, see :func:`make_dataset`).
     """
     import tf_keras as keras
 
@@ -212,7 +264,8 @@ def build_model(numeric: list[str], categorical: dict[str, int], hp: Any, task: 
         metrics = [keras.metrics.RootMeanSquaredError(name="rmse"),
                    keras.metrics.MeanAbsoluteError(name="mae")]
     model = keras.Model(inputs=inputs, outputs=output, name="wide_and_deep")
-    model.compile(optimizer=optimizer, loss=loss, metrics=metrics)
+    model.compile(optimizer=optimizer, loss=loss, metrics=metrics,
+                  steps_per_execution=steps_per_execution)
     return model
 
 

@@ -129,11 +129,21 @@ def fit(cfg: PipelineConfig, tft_output: Any, transformed: dict[str, str],
                                       cfg.task, n_classes(cfg))
     except ValueError as exc:
         raise PipelineError(f"label {cfg.label.column!r}: {exc}") from exc
+    # The row counts give the datasets a known length: Keras then runs several batches per call.
+    rows = {"train": stats["rows"],
+            "eval": model_lib.read_labels(transformed["eval"], tft_output, label).size}
+    if not rows["eval"]:
+        raise PipelineError(f"no eval rows in {transformed['eval']}: training needs the eval "
+                            "split for early stopping; run the transform step again, and check "
+                            "the snapshot's eval split (split.eval_fraction)")
     data = {split: model_lib.make_dataset(transformed[split], tft_output, label, hp.batch_size,
-                                          shuffle=split == "train", seed=hp.seed, names=names)
+                                          shuffle=split == "train", seed=hp.seed, names=names,
+                                          rows=rows[split])
             for split in ("train", "eval")}
     model = model_lib.build_model(numeric, categorical, hp, cfg.task, n_classes(cfg),
-                                  target=stats if cfg.task == "regression" else None)
+                                  target=stats if cfg.task == "regression" else None,
+                                  steps_per_execution=model_lib.steps_per_execution(
+                                      -(-rows["train"] // hp.batch_size)))
     info: dict[str, Any] = {"numeric_features": numeric, "categorical_features": categorical,
                             "task": cfg.task, "label_stats": stats,
                             "headline_metric": f"eval_{head.headline}",
@@ -197,8 +207,12 @@ def check_serving_inputs(cfg: PipelineConfig, tft_output: Any, names: list[str])
         "transform (an excluded column must not feed the model)")
 
 
-def export(model: Any, tft_output: Any, cfg: PipelineConfig, path: Path) -> None:
+def export(model: Any, tft_output: Any, cfg: PipelineConfig, path: Path, *,
+           check: bool = True) -> None:
     """Saves ``model`` with the TFT graph inside both signatures (TFX's tft_layer pattern).
+
+    ``check=False`` skips :func:`check_serving_inputs` (it traces the transform graph again),
+    for a caller that ran it on the same transform before training (:func:`train`).
 
     Raises:
         PipelineError: a model input needs a column serving does not parse (see
@@ -207,7 +221,8 @@ def export(model: Any, tft_output: Any, cfg: PipelineConfig, path: Path) -> None
     import tensorflow as tf
 
     names = list(model.input_names)
-    check_serving_inputs(cfg, tft_output, names)
+    if check:
+        check_serving_inputs(cfg, tft_output, names)
     model.tft_layer = tft_output.transform_features_layer()
     raw_spec = raw_feature_spec(cfg)
     serving_spec = raw_feature_spec(cfg, columns=[c.name for c in cfg.feature_columns])
@@ -312,7 +327,7 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
     headline = info["headline_metric"]
     with publish(final) as tmp:
-        export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR)
+        export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR, check=False)  # checked above
         save_curves(curves, tmp / "curves.json", tmp / "curves.png",
                     headline=headline.removeprefix("eval_"))
         model_sha = sha256_tree(tmp / SAVED_MODEL_DIR)
