@@ -1,7 +1,8 @@
 """Finding and reading snapshots (the output of ingest) and their validation status.
 
-Called by validate, transform, evaluate, the DAG tasks and the CLI. TensorFlow and pandas are
-imported only inside the functions that read rows.
+Called by validate, transform, evaluate, the DAG tasks and the CLI. pandas, pyarrow and tfx_bsl are
+imported only inside the functions that read rows; reading rows imports no TensorFlow
+(:func:`iter_records` reads the TFRecord framing, tfx_bsl decodes the tf.Examples).
 
 A snapshot folder ``<home>/snapshots/<pipeline>/<snapshot_id>/`` holds ``<split>/data-*.tfrecord``
 (tf.Example, one feature per config column, ints as int64, floats as float32, strings as bytes,
@@ -12,6 +13,8 @@ reason) and ``provenance.json``. Its validation result lives beside it, in
 
 from __future__ import annotations
 
+import struct
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -130,44 +133,159 @@ def raw_feature_spec(cfg: PipelineConfig, columns: list[str] | None = None) -> d
             for c in cfg.columns if columns is None or c.name in columns}
 
 
-def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None = None):
-    """Reads one split (or all splits) of a snapshot into a pandas DataFrame of raw values."""
-    import numpy as np
-    import pandas as pd
-    import tensorflow as tf
+BATCH_ROWS = 50_000  # rows per chunk of iter_frames: validate's GX run holds ~3.5 KB a chunk row (~180 MB)
 
+
+def data_files(snapshot_uri: str | Path, split: str | None = None) -> list[str]:
+    """The TFRecord files of one split (or of every split), in the row order of read_frame."""
     splits = [split] if split else [s for s in (*SPLITS, GOLDEN_SPLIT)
                                      if (Path(snapshot_uri) / s).is_dir()]
-    files = sorted(str(f) for s in splits for f in (Path(snapshot_uri) / s).glob("data-*.tfrecord"))
-    spec = raw_feature_spec(cfg)
-    columns: dict[str, list] = {name: [] for name in spec}
-    present: dict[str, list] = {name: [] for name in spec}  # nullable columns: row has a value
-    if files:
-        ds = tf.data.TFRecordDataset(files).batch(16384).map(lambda x: tf.io.parse_example(x, spec))
-        for batch in ds:
-            for name, values in batch.items():
-                if isinstance(values, tf.SparseTensor):
-                    rows = int(values.dense_shape[0])
-                    mask = np.zeros(rows, dtype=bool)
-                    first = values.indices.numpy()[:, 1] == 0  # one value per cell
-                    mask[values.indices.numpy()[first, 0]] = True
-                    dense = tf.sparse.to_dense(tf.sparse.slice(values, [0, 0], [rows, 1]))
-                    columns[name].append(dense.numpy().reshape(rows))
-                    present[name].append(mask)
-                else:
-                    columns[name].append(values.numpy())
-    frame = {}
+    return sorted(str(f) for s in splits for f in (Path(snapshot_uri) / s).glob("data-*.tfrecord"))
+
+
+def _masked_crc(data: bytes, crc32c) -> int:
+    crc = crc32c(data)
+    return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _crc32c_fn():
+    try:
+        import google_crc32c
+
+        return google_crc32c.value
+    except ImportError:  # Beam's own choice (python-snappy, crcmod)
+        from apache_beam.io.tfrecordio import _default_crc32c_fn
+
+        return _default_crc32c_fn
+
+
+def iter_records(files: list[str]) -> Iterator[bytes]:
+    """The serialized records of uncompressed TFRecord files, each length and payload checked
+    against its masked CRC-32C as TensorFlow's reader does; no TensorFlow import."""
+    crc32c = _crc32c_fn()
+    for path in files:
+        with open(path, "rb", buffering=1 << 20) as f:
+            while head := f.read(12):
+                length, length_crc = struct.unpack("<QI", head) if len(head) == 12 else (0, None)
+                if length_crc is None or _masked_crc(head[:8], crc32c) != length_crc:
+                    raise PipelineError(f"{path}: corrupt TFRecord header at byte {f.tell() - len(head)} "
+                                        "(truncated or overwritten); ingest the span again with force")
+                data, footer = f.read(length), f.read(4)
+                if len(data) != length or len(footer) != 4 or \
+                        struct.unpack("<I", footer)[0] != _masked_crc(data, crc32c):
+                    raise PipelineError(f"{path}: corrupt or truncated TFRecord of {length} bytes; "
+                                        "ingest the span again with force")
+                yield data
+
+
+def _decoder(cfg: PipelineConfig, columns: list[str]):
+    from tensorflow_metadata.proto.v0 import schema_pb2
+    from tfx_bsl.coders.example_coder import ExamplesToRecordBatchDecoder
+
+    kinds = {"int": schema_pb2.INT, "float": schema_pb2.FLOAT, "string": schema_pb2.BYTES}
+    schema = schema_pb2.Schema()
     for c in cfg.columns:
-        parts = columns[c.name]
-        if c.type == "string":
-            values = np.concatenate(parts) if parts else np.array([], dtype=object)
-            codes, uniq = pd.factorize(values)  # decode each distinct value once, share the objects
-            decoded = np.array([v.decode("utf-8", "replace") for v in uniq], dtype=object)
-            series = pd.Series(decoded[codes], dtype=object)
-        else:
-            dtype = ("Int64" if c.nullable else "int64") if c.type == "int" else "float32"
-            series = pd.Series(np.concatenate(parts) if parts else [], dtype=dtype)
-        if c.nullable and present[c.name]:
-            series = series.mask(~np.concatenate(present[c.name]))  # missing cells: NA / NaN
-        frame[c.name] = series
-    return pd.DataFrame(frame, columns=cfg.column_names)
+        if c.name in columns:
+            schema.feature.add(name=c.name, type=kinds[c.type])
+    return ExamplesToRecordBatchDecoder(schema.SerializeToString())
+
+
+def _series(cfg: PipelineConfig, col, values):
+    """One column of a decoded record batch (an Arrow list array) as read_frame types it: the
+    cell's first value; ints int64 (nullable: Int64), floats float32, strings str (UTF-8,
+    undecodable bytes replaced); a nullable column's absent cell is NA / NaN."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    rows = len(values)
+    lengths = pc.fill_null(pc.list_value_length(values), 0).to_numpy(zero_copy_only=False)
+    present = lengths > 0
+    flat = pc.list_flatten(values)
+    if col.nullable or not present.all() or (lengths != 1).any():
+        if not col.nullable:
+            bad = int((lengths != 1).sum())
+            raise PipelineError(f"column {col.name}: {bad:,} row(s) have no value or more than one "
+                                "in a column the config says is not nullable; this snapshot was not "
+                                "written by this config's ingest: ingest the span again")
+        starts = np.concatenate([[0], np.cumsum(lengths)[:-1]])
+        take = np.where(present, starts, 0) if len(flat) else np.zeros(rows, dtype=np.int64)
+        if len(flat):
+            flat = flat.take(pa.array(take))
+        else:  # no value at all: the dense defaults TensorFlow fills in
+            flat = pa.array(np.zeros(rows), type=values.type.value_type) if col.type != "string" \
+                else pa.array([b""] * rows, type=values.type.value_type)
+    if col.type == "string":
+        encoded = pc.dictionary_encode(flat)
+        decoded = np.array([v.decode("utf-8", "replace") for v in encoded.dictionary.to_pylist()],
+                           dtype=object)  # each distinct value decoded once, the objects shared
+        codes = encoded.indices.to_numpy(zero_copy_only=False)
+        series = pd.Series(decoded[codes] if rows else np.array([], dtype=object), dtype=object)
+    else:
+        dtype = ("Int64" if col.nullable else "int64") if col.type == "int" else "float32"
+        series = pd.Series(flat.to_numpy(zero_copy_only=False), dtype=dtype)
+    if col.nullable and rows:
+        series = series.mask(~present)  # missing cells: NA / NaN
+    return series
+
+
+def _frame(cfg: PipelineConfig, batch, columns: list[str], start: int = 0):
+    import pandas as pd
+
+    rows = batch.num_rows
+    data = {c.name: _series(cfg, c, batch.column(c.name)) for c in cfg.columns if c.name in columns}
+    frame = pd.DataFrame(data, columns=columns)
+    frame.index = pd.RangeIndex(start, start + rows)
+    return frame
+
+
+def empty_frame(cfg: PipelineConfig, columns: list[str] | None = None):
+    """A frame of no rows with read_frame's columns and types."""
+    import pyarrow as pa
+
+    names = columns or cfg.column_names
+    decoder = _decoder(cfg, names)
+    return _frame(cfg, pa.RecordBatch.from_pylist([], schema=decoder.ArrowSchema()), names)
+
+
+def iter_frames(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None = None, *,
+                rows: int | None = None, columns: list[str] | None = None) -> Iterator[Any]:
+    """The rows of one split (or all splits) as pandas DataFrames of at most ``rows`` rows each,
+    in read_frame's order, types and values (the index counts rows from the first chunk on);
+    memory holds one chunk (``rows`` defaults to BATCH_ROWS). ``columns`` limits the columns
+    decoded. Imports no TensorFlow: records are read by :func:`iter_records` and decoded by
+    tfx_bsl's tf.Example decoder."""
+    names = [c for c in cfg.column_names if columns is None or c in columns]
+    decoder = _decoder(cfg, names)
+    rows = rows or BATCH_ROWS
+    batch: list[bytes] = []
+    start = 0
+    for record in iter_records(data_files(snapshot_uri, split)):
+        batch.append(record)
+        if len(batch) >= rows:
+            yield _frame(cfg, decoder.DecodeBatch(batch), names, start)
+            start += len(batch)
+            batch = []
+    if batch:
+        yield _frame(cfg, decoder.DecodeBatch(batch), names, start)
+
+
+def read_frame(cfg: PipelineConfig, snapshot_uri: str | Path, split: str | None = None):
+    """Reads one split (or all splits) of a snapshot into one pandas DataFrame of raw values
+    (memory grows with rows: steps that can work chunk by chunk use :func:`iter_frames`)."""
+    import pyarrow as pa
+
+    names = cfg.column_names
+    decoder = _decoder(cfg, names)
+    batches, chunk = [], []
+    for record in iter_records(data_files(snapshot_uri, split)):
+        chunk.append(record)
+        if len(chunk) >= BATCH_ROWS:
+            batches.append(decoder.DecodeBatch(chunk))
+            chunk = []
+    if chunk:
+        batches.append(decoder.DecodeBatch(chunk))
+    if not batches:
+        return empty_frame(cfg)
+    return _frame(cfg, pa.Table.from_batches(batches).combine_chunks().to_batches()[0], names)

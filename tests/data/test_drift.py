@@ -94,3 +94,56 @@ def test_stored_profile_gives_the_same_drift_as_the_rows(adult_cfg):
     assert not drift.compare(adult_cfg, stored, other)["age"]["passed"]
     del stored["sex"]
     assert drift.compare(adult_cfg, stored, other)["sex"]["passed"] is False
+
+
+def _chunks(frame: pd.DataFrame, size: int) -> list[pd.DataFrame]:
+    return [frame.iloc[i:i + size] for i in range(0, len(frame), size)]
+
+
+def test_profile_and_drift_chunk_by_chunk_equal_the_whole_frame(adult_cfg):
+    """Profiler and Comparer fed in chunks give what profile and compare give on all rows at
+    once; a numeric column past max_distinct gets its histogram from a second pass."""
+    rng = np.random.default_rng(4)
+    n = 5000
+    frame = pd.DataFrame({c.name: (rng.normal(40, 9, n).round(1) if c.type != "string"
+                                   else rng.choice(["a", "b", "c", "d"], n, p=[.4, .3, .2, .1]))
+                          for c in adult_cfg.columns})
+    frame["age"] = rng.integers(17, 91, n)
+    other = frame.sample(frac=0.7, random_state=5).reset_index(drop=True)
+    other["age"] = other["age"] + 5
+    whole = drift.profile(adult_cfg, frame)
+    for cap in (drift.MAX_DISTINCT, 100):  # 100: age (74 values) fits, the others need a 2nd pass
+        profiler = drift.Profiler(adult_cfg, max_distinct=cap)
+        for c in _chunks(frame, 777):
+            profiler.add(c)
+        pending = profiler.pending()
+        assert ("age" not in pending) and (bool(pending) == (cap == 100))
+        for c in _chunks(frame, 1000):
+            profiler.add_second(c, pending)
+        chunked = profiler.profile()
+        assert chunked.keys() == whole.keys()
+        for name, p in whole.items():
+            q = chunked[name]
+            if p["kind"] == "numeric":
+                assert q["edges"] == p["edges"] and q["counts"] == p["counts"]
+                assert q["mean"] == pytest.approx(p["mean"], rel=1e-12)
+            else:
+                assert q == p
+    comparer = drift.Comparer(adult_cfg, whole)
+    for c in _chunks(other, 999):
+        comparer.add(c)
+    assert comparer.result() == drift.compare(adult_cfg, whole, other)
+    assert not comparer.result()["age"]["passed"]
+
+
+def test_a_nullable_int_column_with_missing_cells_is_profiled(adult_cfg):
+    """Missing cells of a nullable int column (pandas Int64, NA) are left out, not a crash."""
+    frame = pd.DataFrame({c.name: (pd.array([1, None, 3, 3] * 50, dtype="Int64")
+                                   if c.type != "string" else ["x", "y", None, "x"] * 50)
+                          for c in adult_cfg.columns})
+    prof = drift.profile(adult_cfg, frame)
+    assert sum(prof["age"]["counts"]) == 150 and prof["age"]["mean"] == pytest.approx(7 / 3)
+    assert prof["sex"]["frequencies"] == {"x": pytest.approx(2 / 3), "y": pytest.approx(1 / 3)}
+    result = drift.compare(adult_cfg, prof, frame)
+    assert all(d["passed"] for d in result.values())
+    assert result["sex"]["current_frequency"] == 0.5  # of all rows, missing ones included
