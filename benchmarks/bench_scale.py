@@ -323,9 +323,12 @@ def main() -> None:
     parser.add_argument("--keep", action="store_true", help="keep the artifact stores")
     parser.add_argument("--code", type=Path,
                         help="run the steps from this copy of the repo (e.g. `git archive HEAD`)")
+    parser.add_argument("--config", type=Path, default=REPO / "configs" / "adult.yaml",
+                        help="the Adult config to run (default configs/adult.yaml); x100 needs "
+                             "one whose suite allows more than the 2M rows adult.json does")
     args = parser.parse_args()
-    global CODE
-    CODE = args.code
+    global CODE, CONFIG
+    CODE, CONFIG = args.code, args.config.resolve()
     doc = {"benchmark": "scale", "code": str(CODE or REPO), "measured_at": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
            "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                        "platform": platform.platform()},

@@ -66,6 +66,13 @@ def test_the_cheap_lines_equal_the_clients(adult_cfg, store_home, tmp_path, ctx_
                                            monkeypatch):
     # this process imported the client, which alone would send both emitters through it
     monkeypatch.setattr(openlineage, "local_events_file", store.openlineage_events)
+    # the cheap path is taken only where the client is not loaded, so its facets carry the
+    # client's default producer; Airflow's OpenLineage provider, once imported in this process
+    # (another module's test on the same xdist worker), sets its own producer process-wide
+    from openlineage.client.constants import DEFAULT_PRODUCER
+    from openlineage.client.generated import base as generated_base
+
+    monkeypatch.setattr(generated_base, "PRODUCER", DEFAULT_PRODUCER)
     # the working directory (tmp_path) is a checkout without an origin: the client adds no
     # sourceCodeLocation facet wherever tmp_path lives
     (tmp_path / ".git").mkdir()
