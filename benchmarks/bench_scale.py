@@ -263,6 +263,8 @@ def write_results(doc: dict, own: set[int] | None = None) -> None:
             if doc.get("pipelines_run") is None:
                 doc["pipelines_run"] = prev.get("pipelines_run")
             doc["notes"] = doc.get("notes") or prev.get("notes", [])
+            for key, value in prev.items():  # e.g. rss_samples of an earlier run
+                doc.setdefault(key, value)
         doc["exponents"] = exponents(doc["runs"])
         _write(doc)
 
