@@ -105,9 +105,12 @@ def model_id(cfg: PipelineConfig, transform: dict[str, Any], warm_sha: str | Non
     })[:16]
 
 
-def fit(cfg: PipelineConfig, tft_output: Any, transformed: dict[str, str],
+def fit(cfg: PipelineConfig, tft_output: Any, transform: dict[str, Any],
         warm_start_from: str | None = None) -> tuple[Any, dict[str, list[float]], dict[str, Any]]:
     """Builds, (warm starts) and trains the model of ``cfg.task``; returns (model, history, info).
+
+    ``transform`` is the transform step's result: the split file patterns (``transformed``) and
+    their record counts (``rows``).
 
     ``info["metrics"]`` holds ``eval_loss`` and ``eval_<metric>`` for the task's Keras metrics
     (binary auc, accuracy; multiclass accuracy, top2_accuracy; regression rmse, mae) on the eval
@@ -124,14 +127,14 @@ def fit(cfg: PipelineConfig, tft_output: Any, transformed: dict[str, str],
     label = model_lib.label_key(cfg)
     numeric, categorical = model_lib.split_features(tft_output, label)
     names = numeric + list(categorical)
+    transformed = transform["transformed"]
     try:
         stats = model_lib.label_stats(model_lib.read_labels(transformed["train"], tft_output, label),
                                       cfg.task, n_classes(cfg))
     except ValueError as exc:
         raise PipelineError(f"label {cfg.label.column!r}: {exc}") from exc
     # The row counts give the datasets a known length: Keras then runs several batches per call.
-    rows = {"train": stats["rows"],
-            "eval": model_lib.read_labels(transformed["eval"], tft_output, label).size}
+    rows = {"train": stats["rows"], "eval": transform["rows"]["eval"]}
     if not rows["eval"]:
         raise PipelineError(f"no eval rows in {transformed['eval']}: training needs the eval "
                             "split for early stopping; run the transform step again, and check "
@@ -324,7 +327,7 @@ def train(cfg: PipelineConfig, home: Path, ctx: RunContext, transform_uri: str,
     # Before training: a transform that feeds the model from a column serving never receives.
     numeric, categorical = model_lib.split_features(tft_output, model_lib.label_key(cfg))
     check_serving_inputs(cfg, tft_output, numeric + list(categorical))
-    model, curves, info = fit(cfg, tft_output, transform["transformed"], warm_start_from)
+    model, curves, info = fit(cfg, tft_output, transform, warm_start_from)
     headline = info["headline_metric"]
     with publish(final) as tmp:
         export(model, tft_output, cfg, tmp / SAVED_MODEL_DIR, check=False)  # checked above

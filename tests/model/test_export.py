@@ -96,7 +96,7 @@ def test_fresh_process_predicts_as_the_in_memory_model(adult_cfg, transformed, s
 
     cfg = adult_cfg.model_copy(update={"model": adult_cfg.model.model_copy(update={"epochs": 1})})
     tft_output = tft.TFTransformOutput(transformed["transform_graph_uri"])
-    model, _, _ = fit(cfg, tft_output, transformed["transformed"])
+    model, _, _ = fit(cfg, tft_output, transformed)
     export(model, tft_output, cfg, tmp_path / "saved_model")
     records = raw_examples(snapshot["uri"], "eval", N_ROWS)
     spec = {k: v for k, v in tft_output.raw_feature_spec().items() if k != cfg.label.column}
