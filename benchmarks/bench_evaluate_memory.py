@@ -79,8 +79,8 @@ def main() -> int:
     home = args.home or Path(tempfile.mkdtemp(prefix="bench_evalmem_"))
     chain = build_chain(home) if not args.home else None
     cfg = load_config(REPO / "configs" / "adult.yaml")
-    if chain is None:  # the newest evaluation of that home names its data and models
-        rec = json.loads(Path(sorted(glob.glob(str(home / "evaluations/adult/*/evaluation.json")))[-1])
+    if chain is None:  # the oldest evaluation of that home names its data and candidate
+        rec = json.loads(Path(sorted(glob.glob(str(home / "evaluations/adult/*/evaluation.json")))[0])
                          .read_text())
         chain = {"snapshot": rec["data"]["eval"][0]["uri"], "golden": rec["data"]["golden"]["uri"],
                  "candidate": rec["model"]["uri"]}

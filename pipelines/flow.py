@@ -173,16 +173,45 @@ def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = No
     step("validate", validate, ingested)
     transformed = step("transform", transform, ingested)
     trained = step("train", train, transformed, ingested)
-    evaluated = step("evaluate", evaluate, trained, ingested)
-    done["promote"], done["not_promoted"] = None, None
-    promotion = None
-    if evaluated.get("blessed"):
-        try:
-            promotion = step("promote", promote, evaluated)
-        except NotPromoted as exc:  # blessed but refused (infra check, lost race): say why
-            done["not_promoted"] = [str(exc)]
-            promotion = exc.result or None
-    else:
-        done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
+    from pipelines import infra_check
+
+    try:
+        _prestart_infra_check(config_path, trained, ingested)
+        evaluated = step("evaluate", evaluate, trained, ingested)
+        done["promote"], done["not_promoted"] = None, None
+        promotion = None
+        if evaluated.get("blessed"):
+            try:
+                promotion = step("promote", promote, evaluated)
+            except NotPromoted as exc:  # blessed but refused (infra check, lost race): say why
+                done["not_promoted"] = [str(exc)]
+                promotion = exc.result or None
+        else:
+            done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
+    finally:
+        infra_check.discard()  # not blessed, refused, failed: the early check is killed, reaped
     step("report", report, evaluated, promotion)
     return done
+
+
+def _prestart_infra_check(config_path: str | Path, trained: Trained, ingested: Ingested) -> None:
+    """Starts promote's infra check of the candidate now, in its own process, so that it serves
+    the model on the second core while evaluate runs (issue 11: wall time of `pipelines run`).
+    Promote takes its result only for the same SavedModel bytes and arguments
+    (:func:`pipelines.infra_check.check`); otherwise it checks as usual."""
+    from pipelines import infra_check
+    from pipelines import promote as promote_step
+    from pipelines.evaluate import saved_model_dir
+
+    try:
+        cfg = load_config(config_path)
+        golden = ingested.get("golden_uri")
+        pattern = promote_step.examples_pattern(
+            cfg, str(Path(golden).resolve()) if golden else None,
+            str(Path(ingested["uri"]).resolve()))
+        infra_check.prestart(saved_model_dir(trained["model_uri"]), pattern,
+                             n=cfg.promotion.infra_check_examples, task=cfg.task,
+                             classes=cfg.label.classes)
+    except Exception as exc:  # noqa: BLE001 - only a head start: promote checks as usual
+        log.warning("infra check not started ahead of promote (%s: %s); promote runs it",
+                    type(exc).__name__, exc)

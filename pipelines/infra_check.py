@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import glob
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -32,14 +33,112 @@ from typing import Any
 from pipelines.config import REPO_ROOT
 
 TIMEOUT_S = 300
+log = logging.getLogger(__name__)
 
 
 OUTPUTS = {"binary": ("probabilities",), "multiclass": ("probabilities", "class_ids", "classes"),
            "regression": ("predictions",)}
 
 
+class Child:
+    """One running check: the fresh ``python -m pipelines.infra_check`` process and its output.
+
+    Its output goes to temporary files, not pipes, so a child that logs a lot never blocks on a
+    full pipe while nobody reads it (a prestarted child runs unattended during evaluate)."""
+
+    def __init__(self, model_dir: str | Path, examples_pattern: str, n: int, task: str,
+                 classes: list[Any] | None, timeout: float):
+        import tempfile
+
+        if task not in OUTPUTS:
+            raise ValueError(f"unknown task {task!r} (accepted: {', '.join(OUTPUTS)})")
+        cmd = [sys.executable, "-m", "pipelines.infra_check", "--model", str(model_dir),
+               "--examples", examples_pattern, "--n", str(n), "--task", task]
+        if classes:
+            cmd += ["--classes", json.dumps([str(c) for c in classes])]
+        env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
+               "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
+                                                           os.environ.get("PYTHONPATH")]))}
+        self.model_dir, self.timeout = str(model_dir), timeout
+        self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
+        self.started = time.perf_counter()
+        self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=env,
+                                     cwd=str(REPO_ROOT))
+
+    def result(self) -> dict[str, Any]:
+        """Waits for the child (at most ``timeout`` from its start); its record."""
+        try:
+            self.proc.wait(timeout=max(0.0, self.timeout - (time.perf_counter() - self.started)))
+        except subprocess.TimeoutExpired:
+            self.stop()
+            return {"passed": False, "model_dir": self.model_dir,
+                    "reasons": [f"infra check timed out after {self.timeout:.0f} s"]}
+        wall = round(time.perf_counter() - self.started, 3)
+        out, err = (self._read(f) for f in (self._out, self._err))
+        try:
+            record = json.loads(out.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            tail = "\n".join(err.strip().splitlines()[-5:])
+            return {"passed": False, "model_dir": self.model_dir, "process_seconds": wall,
+                    "reasons": [f"infra check process exited {self.proc.returncode} without a "
+                                f"result: {tail}"]}
+        record.update(process_seconds=wall, exit_code=self.proc.returncode, pid_fresh=True)
+        return record
+
+    def stop(self) -> None:
+        """Kills the child if it still runs, and reaps it."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._out.close()
+        self._err.close()
+
+    @staticmethod
+    def _read(f) -> str:
+        f.seek(0)
+        text = f.read()
+        f.close()
+        return text
+
+
+# Checks started ahead of promote in this process (`pipelines run`: during evaluate), by the
+# content hash of the SavedModel they load and the arguments: see :func:`prestart`.
+_PRESTARTED: dict[tuple, tuple[Child, str]] = {}
+
+
+def _key(sha256: str, examples_pattern: str, n: int, task: str,
+         classes: list[Any] | None) -> tuple:
+    return sha256, examples_pattern, n, task, tuple(str(c) for c in classes or ())
+
+
+def prestart(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: str = "binary",
+             classes: list[Any] | None = None, timeout: float = TIMEOUT_S) -> str:
+    """Starts the check of ``model_dir`` now, for a later :func:`check` of a copy of the same
+    bytes (the registry copy promote checks) to take its result instead of starting its own.
+
+    The machine's second core serves the model while the caller goes on (evaluate). Returns the
+    SavedModel's content hash (:func:`pipelines.hashing.sha256_tree`) the result is kept under.
+    Call :func:`discard` when the run ends: a result nobody took is killed and reaped.
+    """
+    from pipelines.hashing import sha256_tree
+
+    sha = sha256_tree(Path(model_dir))
+    key = _key(sha, examples_pattern, n, task, classes)
+    if key not in _PRESTARTED:
+        _PRESTARTED[key] = (Child(model_dir, examples_pattern, n, task, classes, timeout), sha)
+    return sha
+
+
+def discard() -> None:
+    """Stops and reaps every prestarted check nobody took."""
+    while _PRESTARTED:
+        child, _ = _PRESTARTED.popitem()[1]
+        child.stop()
+
+
 def check(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: str = "binary",
-          classes: list[Any] | None = None, timeout: float = TIMEOUT_S) -> dict[str, Any]:
+          classes: list[Any] | None = None, timeout: float = TIMEOUT_S,
+          sha256: str | None = None) -> dict[str, Any]:
     """Runs the check in a fresh Python process; returns its record (``passed`` and details).
 
     Args:
@@ -48,32 +147,27 @@ def check(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: s
         n: examples to serve (``cfg.promotion.infra_check_examples``); fewer available is a note.
         task: ``cfg.task``; decides the outputs checked.
         classes: ``cfg.label.classes`` (multiclass: K and the names ``classes`` may hold).
+        sha256: the content hash of ``model_dir``'s SavedModel, when the caller verified it (the
+            registry's copy): a check :func:`prestart`-ed on the same bytes with the same
+            arguments is taken instead of a new one, if those bytes are still unchanged after
+            it ran. The record then names the folder it served (``model_dir``) and says
+            ``prestarted``.
     """
     if task not in OUTPUTS:
         raise ValueError(f"unknown task {task!r} (accepted: {', '.join(OUTPUTS)})")
-    cmd = [sys.executable, "-m", "pipelines.infra_check", "--model", str(model_dir),
-           "--examples", examples_pattern, "--n", str(n), "--task", task]
-    if classes:
-        cmd += ["--classes", json.dumps([str(c) for c in classes])]
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2",
-           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")]))}
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, env=env,
-                              cwd=str(REPO_ROOT))
-    except subprocess.TimeoutExpired:
-        return {"passed": False, "reasons": [f"infra check timed out after {timeout:.0f} s"],
-                "model_dir": str(model_dir)}
-    wall = round(time.perf_counter() - start, 3)
-    try:
-        record = json.loads(proc.stdout.strip().splitlines()[-1])
-    except (IndexError, json.JSONDecodeError):
-        tail = "\n".join(proc.stderr.strip().splitlines()[-5:])
-        return {"passed": False, "model_dir": str(model_dir), "process_seconds": wall,
-                "reasons": [f"infra check process exited {proc.returncode} without a result: "
-                            f"{tail}"]}
-    record.update(process_seconds=wall, exit_code=proc.returncode, pid_fresh=True)
-    return record
+    early = _PRESTARTED.pop(_key(sha256, examples_pattern, n, task, classes), None) \
+        if sha256 else None
+    if early is not None:
+        from pipelines.hashing import sha256_tree
+
+        child, sha = early
+        record = child.result()
+        if sha256_tree(Path(child.model_dir)) == sha:  # the bytes it served are those pushed
+            record.update(prestarted=True, same_sha256_as=str(model_dir))
+            return record
+        log.warning("prestarted infra check discarded: %s changed while it ran; checking %s "
+                    "again", child.model_dir, model_dir)
+    return Child(model_dir, examples_pattern, n, task, classes, timeout).result()
 
 
 def _serialized_examples(pattern: str, n: int) -> list[bytes]:

@@ -12,7 +12,9 @@ must be accepted snapshots, its baseline must still be production, and it must b
 ``promotion.evaluation_max_age_hours``. Then: refuse if not blessed, or if the candidate is
 production already; copy the model into the registry, where the copy must hash to the evaluated
 model; run the infra check on that copy (``promotion.infra_check_examples`` examples of the golden
-set or the eval split) in a fresh process; record; move the alias. "Not promoted" is raised as
+set or the eval split) in a fresh process; record; move the alias. (`pipelines run` starts that
+check on the trained model while evaluate runs, :func:`pipelines.infra_check.prestart`; promote
+takes its result only for the same SavedModel bytes and arguments.) "Not promoted" is raised as
 :class:`NotPromoted` (exit code 3) whose ``result`` holds the full record and the reasons.
 
 Under ``promotion.policy: shadow`` the alias moved is ``shadow``, not ``production``: the result
@@ -41,11 +43,17 @@ from pipelines.snapshots import GOLDEN_SPLIT, provenance, split_pattern, validat
 log = logging.getLogger(__name__)
 
 
+def examples_pattern(cfg: PipelineConfig, golden_uri: str | None, eval_uri: str) -> str:
+    """The infra check's examples: the configured source, the golden set falling back to eval
+    (the snapshot URIs as the evaluation record holds them: resolved paths)."""
+    if cfg.promotion.infra_check_source == "golden" and golden_uri:
+        return split_pattern(golden_uri, GOLDEN_SPLIT)
+    return split_pattern(eval_uri, "eval")
+
+
 def _examples_pattern(cfg: PipelineConfig, record: dict[str, Any]) -> str:
-    """The infra check's examples: the configured source, the golden set falling back to eval."""
-    if cfg.promotion.infra_check_source == "golden" and record["data"].get("golden"):
-        return split_pattern(record["data"]["golden"]["uri"], GOLDEN_SPLIT)
-    return split_pattern(record["data"]["eval"][0]["uri"], "eval")
+    golden = record["data"].get("golden")
+    return examples_pattern(cfg, golden["uri"] if golden else None, record["data"]["eval"][0]["uri"])
 
 
 def evidence_problems(cfg: PipelineConfig, home: Path, evaluation_dir: Path, evaluation_sha: str,
@@ -183,9 +191,11 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     result.update(shadow=False, alias="shadow" if to_shadow else "production")
 
     def check(folder: Path) -> dict[str, Any]:
+        # push checked that the copy's SavedModel hashes to model_sha: a check prestarted on
+        # the same bytes (`pipelines run`, during evaluate) may stand for it
         result["infra_check"] = infra_check.check(
             folder, pattern, n=cfg.promotion.infra_check_examples, task=cfg.task,
-            classes=cfg.label.classes)
+            classes=cfg.label.classes, sha256=model_sha)
         return result["infra_check"]
 
     def commit(pushed: dict[str, Any]) -> None:

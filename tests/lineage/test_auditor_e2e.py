@@ -135,6 +135,10 @@ def test_what_validated_them_and_why_the_model_was_promoted(audit):
     promoted = audit["steps"]["promote"]["result"]
     assert [(p["promoted"], p["version"]) for p in chain["promotion"]] == [
         (True, promoted["version"])]
+    # `pipelines run` started the infra check during evaluate; promote took it for the same bytes
+    check = promoted["infra_check"]
+    assert check["passed"] and check["prestarted"] and check["pid_fresh"]
+    assert check["same_sha256_as"] == promoted["registry_uri"]
     code, page = lineage(audit["home"], "model", "adult", audit["version"], "--html")
     assert code == 0 and "<svg" in page and promoted["registry_uri"] in page
 
