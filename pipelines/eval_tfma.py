@@ -330,7 +330,7 @@ def read_datasets(cfg: PipelineConfig, datasets: dict[str, list[str]]):
     One read of all files, then per-dataset batches decoded as TFXIO's ``TFExampleRecord`` decodes
     them (tfx_bsl's decoder, the raw record column appended). Not one TFXIO source per dataset
     joined by a Flatten: Beam's in-process runner materializes every Flatten of several inputs, so
-    the joined record batches of all rows sat in memory (evaluate's peak grew ~1.4 KB a row: 1.2 GB
+    the joined record batches of all rows sat in memory (evaluate's peak grew 2-3 KB a row: 1.2 GB
     at Adult x1, 2.5 GB at x20, 8.3 GB at x100). Here a row leaves memory with its batch.
     """
     import apache_beam as beam
