@@ -126,6 +126,8 @@ def prestart(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task
     key = _key(sha, examples_pattern, n, task, classes)
     if key not in _PRESTARTED:
         _PRESTARTED[key] = (Child(model_dir, examples_pattern, n, task, classes, timeout), sha)
+        log.info("infra check of %s started ahead of promote (pid %d)", model_dir,
+                 _PRESTARTED[key][0].proc.pid)
     return sha
 
 
