@@ -200,13 +200,12 @@ def _prestart_infra_check(config_path: str | Path, trained: Trained, ingested: I
     Promote takes its result only for the same SavedModel bytes and arguments
     (:func:`pipelines.infra_check.check`); otherwise it checks as usual."""
     from pipelines import infra_check
-    from pipelines import promote as promote_step
     from pipelines.evaluate import saved_model_dir
 
     try:
         cfg = load_config(config_path)
         golden = ingested.get("golden_uri")
-        pattern = promote_step.examples_pattern(
+        pattern = infra_check.examples_pattern(
             cfg, str(Path(golden).resolve()) if golden else None,
             str(Path(ingested["uri"]).resolve()))
         infra_check.prestart(saved_model_dir(trained["model_uri"]), pattern,

@@ -30,7 +30,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import REPO_ROOT
+from pipelines.config import REPO_ROOT, PipelineConfig
 
 TIMEOUT_S = 300
 log = logging.getLogger(__name__)
@@ -38,6 +38,16 @@ log = logging.getLogger(__name__)
 
 OUTPUTS = {"binary": ("probabilities",), "multiclass": ("probabilities", "class_ids", "classes"),
            "regression": ("predictions",)}
+
+
+def examples_pattern(cfg: PipelineConfig, golden_uri: str | None, eval_uri: str) -> str:
+    """The check's examples: the configured source, the golden set falling back to eval (the
+    snapshot URIs as the evaluation record holds them: resolved paths)."""
+    from pipelines.snapshots import GOLDEN_SPLIT, split_pattern
+
+    if cfg.promotion.infra_check_source == "golden" and golden_uri:
+        return split_pattern(golden_uri, GOLDEN_SPLIT)
+    return split_pattern(eval_uri, "eval")
 
 
 class Child:

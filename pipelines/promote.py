@@ -38,22 +38,14 @@ from pipelines.context import RunContext
 from pipelines.errors import NotPromoted, PipelineError, UsageError
 from pipelines.hashing import sha256_tree
 from pipelines.results import ArtifactKind, artifact
-from pipelines.snapshots import GOLDEN_SPLIT, provenance, split_pattern, validation_status
+from pipelines.snapshots import provenance, validation_status
 
 log = logging.getLogger(__name__)
 
 
-def examples_pattern(cfg: PipelineConfig, golden_uri: str | None, eval_uri: str) -> str:
-    """The infra check's examples: the configured source, the golden set falling back to eval
-    (the snapshot URIs as the evaluation record holds them: resolved paths)."""
-    if cfg.promotion.infra_check_source == "golden" and golden_uri:
-        return split_pattern(golden_uri, GOLDEN_SPLIT)
-    return split_pattern(eval_uri, "eval")
-
-
 def _examples_pattern(cfg: PipelineConfig, record: dict[str, Any]) -> str:
     golden = record["data"].get("golden")
-    return examples_pattern(cfg, golden["uri"] if golden else None, record["data"]["eval"][0]["uri"])
+    return infra_check.examples_pattern(cfg, golden["uri"] if golden else None, record["data"]["eval"][0]["uri"])
 
 
 def evidence_problems(cfg: PipelineConfig, home: Path, evaluation_dir: Path, evaluation_sha: str,
