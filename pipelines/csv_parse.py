@@ -236,7 +236,7 @@ class RowParser:
         The bytes are written directly in protobuf's wire format (:func:`example_bytes`), without
         building a proto object per row or importing TensorFlow (issue 11: ingest's per-row cost).
         """
-        entries = []
+        entries: list[tuple[str, int, Any]] = []
         for name, typ in self.columns:
             raw = values[name]
             if raw == "" or raw == self.missing_marker:
