@@ -114,16 +114,54 @@ def train(config_path: str | Path, ctx: RunContext, transformed: Transformed, in
 
 def evaluate(config_path: str | Path, ctx: RunContext, trained: Trained, ingested: Ingested,
              home: str | Path | None = None) -> Evaluated:
-    """Evaluates the candidate against production; ``blessed`` drives the promotion gate."""
+    """Evaluates the candidate against production; ``blessed`` drives the promotion gate.
+
+    Promote's infra check of the candidate runs meanwhile in its own process (issue 11: on the
+    second core) and is kept for promote when the candidate is blessed (:func:`_infra_check_ahead`).
+    """
     cfg, home = _setup(config_path, home)
-    res: EvaluateResult = _run(
-        "evaluate", cfg, home, ctx,  # every evaluation is new: nothing to force
-        model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
-        golden_uri=ingested.get("golden_uri"),
-        threshold_overrides=ingested["params"]["threshold_overrides"] or None)
+    ahead = _infra_check_ahead(cfg, trained, ingested)
+    try:
+        res: EvaluateResult = _run(
+            "evaluate", cfg, home, ctx,  # every evaluation is new: nothing to force
+            model_uri=trained["model_uri"], snapshot_uris=[ingested["uri"]],
+            golden_uri=ingested.get("golden_uri"),
+            threshold_overrides=ingested["params"]["threshold_overrides"] or None)
+    except BaseException:
+        if ahead is not None:
+            ahead.stop()
+        raise
+    if ahead is not None:
+        from pipelines import infra_check, store
+
+        if res["blessed"]:
+            infra_check.keep(ahead, store.root(home, store.Kind.INFRA_CHECK, cfg.name))
+        else:  # promote will not run
+            ahead.stop()
     return Evaluated(evaluation_uri=res["evaluation_uri"], blessed=res["blessed"],
                      reasons=res["reasons"], baseline=res["baseline"], metrics=res["metrics"],
                      model_uri=trained["model_uri"])
+
+
+def _infra_check_ahead(cfg: PipelineConfig, trained: Trained, ingested: Ingested) -> Any:
+    """Promote's infra check of the candidate, started now; None if it cannot be (promote then
+    runs it itself). Promote takes the kept result only for the same SavedModel bytes and
+    arguments (:func:`pipelines.infra_check.check`)."""
+    from pipelines import infra_check
+    from pipelines.evaluate import saved_model_dir
+
+    try:
+        golden = ingested.get("golden_uri")
+        pattern = infra_check.examples_pattern(
+            cfg, str(Path(golden).resolve()) if golden else None,
+            str(Path(ingested["uri"]).resolve()))
+        return infra_check.prestart(saved_model_dir(trained["model_uri"]), pattern,
+                                    n=cfg.promotion.infra_check_examples, task=cfg.task,
+                                    classes=cfg.label.classes)
+    except Exception as exc:  # noqa: BLE001 - only a head start: promote checks as usual
+        log.warning("infra check not started ahead of promote (%s: %s); promote runs it",
+                    type(exc).__name__, exc)
+        return None
 
 
 def promote(config_path: str | Path, ctx: RunContext, evaluated: Evaluated,
@@ -173,44 +211,16 @@ def run_chain(config_path: str | Path, ctx: RunContext, params: dict | None = No
     step("validate", validate, ingested)
     transformed = step("transform", transform, ingested)
     trained = step("train", train, transformed, ingested)
-    from pipelines import infra_check
-
-    try:
-        _prestart_infra_check(config_path, trained, ingested)
-        evaluated = step("evaluate", evaluate, trained, ingested)
-        done["promote"], done["not_promoted"] = None, None
-        promotion = None
-        if evaluated.get("blessed"):
-            try:
-                promotion = step("promote", promote, evaluated)
-            except NotPromoted as exc:  # blessed but refused (infra check, lost race): say why
-                done["not_promoted"] = [str(exc)]
-                promotion = exc.result or None
-        else:
-            done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
-    finally:
-        infra_check.discard()  # not blessed, refused, failed: the early check is killed, reaped
+    evaluated = step("evaluate", evaluate, trained, ingested)
+    done["promote"], done["not_promoted"] = None, None
+    promotion = None
+    if evaluated.get("blessed"):
+        try:
+            promotion = step("promote", promote, evaluated)
+        except NotPromoted as exc:  # blessed but refused (infra check, lost race): say why
+            done["not_promoted"] = [str(exc)]
+            promotion = exc.result or None
+    else:
+        done["not_promoted"] = list(evaluated.get("reasons") or ["not blessed"])
     step("report", report, evaluated, promotion)
     return done
-
-
-def _prestart_infra_check(config_path: str | Path, trained: Trained, ingested: Ingested) -> None:
-    """Starts promote's infra check of the candidate now, in its own process, so that it serves
-    the model on the second core while evaluate runs (issue 11: wall time of `pipelines run`).
-    Promote takes its result only for the same SavedModel bytes and arguments
-    (:func:`pipelines.infra_check.check`); otherwise it checks as usual."""
-    from pipelines import infra_check
-    from pipelines.evaluate import saved_model_dir
-
-    try:
-        cfg = load_config(config_path)
-        golden = ingested.get("golden_uri")
-        pattern = infra_check.examples_pattern(
-            cfg, str(Path(golden).resolve()) if golden else None,
-            str(Path(ingested["uri"]).resolve()))
-        infra_check.prestart(saved_model_dir(trained["model_uri"]), pattern,
-                             n=cfg.promotion.infra_check_examples, task=cfg.task,
-                             classes=cfg.label.classes)
-    except Exception as exc:  # noqa: BLE001 - only a head start: promote checks as usual
-        log.warning("infra check not started ahead of promote (%s: %s); promote runs it",
-                    type(exc).__name__, exc)

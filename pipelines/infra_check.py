@@ -56,6 +56,8 @@ class Child:
     Its output goes to temporary files, not pipes, so a child that logs a lot never blocks on a
     full pipe while nobody reads it (a prestarted child runs unattended during evaluate)."""
 
+    args: tuple[str, int, str, list[Any] | None]
+
     def __init__(self, model_dir: str | Path, examples_pattern: str, n: int, task: str,
                  classes: list[Any] | None, timeout: float):
         import tempfile
@@ -70,6 +72,8 @@ class Child:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                            os.environ.get("PYTHONPATH")]))}
         self.model_dir, self.timeout = str(model_dir), timeout
+        self.args = (examples_pattern, n, task, classes)
+        self.key = ""  # set by prestart
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=env,
@@ -111,46 +115,75 @@ class Child:
         return text
 
 
-# Checks started ahead of promote in this process (`pipelines run`: during evaluate), by the
-# content hash of the SavedModel they load and the arguments: see :func:`prestart`.
-_PRESTARTED: dict[tuple, tuple[Child, str]] = {}
+# A check started ahead of promote (during evaluate, :func:`prestart`) and kept (:func:`keep`) may
+# stand for promote's own for this long: an older result (a run waiting for approval) is redone.
+KEPT_FOR_S = 3600
 
 
 def _key(sha256: str, examples_pattern: str, n: int, task: str,
-         classes: list[Any] | None) -> tuple:
-    return sha256, examples_pattern, n, task, tuple(str(c) for c in classes or ())
+         classes: list[Any] | None) -> str:
+    """The file name a kept check goes under: a hash of the SavedModel's bytes and the arguments."""
+    import hashlib
+
+    doc = json.dumps([sha256, examples_pattern, n, task, [str(c) for c in classes or ()]])
+    return hashlib.sha256(doc.encode()).hexdigest()[:32] + ".json"
 
 
 def prestart(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: str = "binary",
-             classes: list[Any] | None = None, timeout: float = TIMEOUT_S) -> str:
-    """Starts the check of ``model_dir`` now, for a later :func:`check` of a copy of the same
-    bytes (the registry copy promote checks) to take its result instead of starting its own.
-
-    The machine's second core serves the model while the caller goes on (evaluate). Returns the
-    SavedModel's content hash (:func:`pipelines.hashing.sha256_tree`) the result is kept under.
-    Call :func:`discard` when the run ends: a result nobody took is killed and reaped.
-    """
+             classes: list[Any] | None = None, timeout: float = TIMEOUT_S) -> Child:
+    """Starts the check of ``model_dir`` now, so that the machine's second core serves the model
+    while the caller goes on (evaluate). Hand the child to :func:`keep` (or ``stop`` it)."""
     from pipelines.hashing import sha256_tree
 
-    sha = sha256_tree(Path(model_dir))
-    key = _key(sha, examples_pattern, n, task, classes)
-    if key not in _PRESTARTED:
-        _PRESTARTED[key] = (Child(model_dir, examples_pattern, n, task, classes, timeout), sha)
-        log.info("infra check of %s started ahead of promote (pid %d)", model_dir,
-                 _PRESTARTED[key][0].proc.pid)
-    return sha
+    child = Child(model_dir, examples_pattern, n, task, classes, timeout)
+    child.key = _key(sha256_tree(Path(model_dir)), examples_pattern, n, task, classes)
+    log.info("infra check of %s started ahead of promote (pid %d)", model_dir, child.proc.pid)
+    return child
 
 
-def discard() -> None:
-    """Stops and reaps every prestarted check nobody took."""
-    while _PRESTARTED:
-        child, _ = _PRESTARTED.popitem()[1]
-        child.stop()
+def keep(child: Child, folder: Path) -> Path | None:
+    """Waits for a :func:`prestart`-ed check and keeps its record in ``folder`` for promote's
+    :func:`check` of the same bytes; not kept (None) if the model's bytes changed meanwhile."""
+    from pipelines.hashing import sha256_tree
+    from pipelines.store import write_json_atomic
+
+    record = child.result()
+    sha = sha256_tree(Path(child.model_dir))
+    if _key(sha, *child.args) != child.key:
+        log.warning("infra check of %s not kept: the model changed while it ran", child.model_dir)
+        return None
+    for old in folder.glob("*.json"):  # results nobody took (a run not promoted after all)
+        if time.time() - old.stat().st_mtime > KEPT_FOR_S:
+            old.unlink(missing_ok=True)
+    target = folder / child.key
+    write_json_atomic(target, {"sha256": sha, "model_dir": child.model_dir, "record": record,
+                               "kept_at": time.time()})
+    log.info("infra check of %s %s; kept for promote", child.model_dir,
+             "passed" if record.get("passed") else "FAILED")
+    return target
+
+
+def _kept(folder: Path, key: str, sha256: str) -> dict[str, Any] | None:
+    """The kept record under ``key`` (taken once: the file is removed), if fresh enough."""
+    from pipelines.store import read_json
+
+    target = folder / key
+    try:
+        doc = read_json(target)
+        target.unlink()
+    except (OSError, ValueError):
+        return None
+    age = time.time() - float(doc.get("kept_at", 0))
+    if doc.get("sha256") != sha256 or not 0 <= age <= KEPT_FOR_S:
+        log.info("kept infra check of %s not used (%s)", doc.get("model_dir"),
+                 "other bytes" if doc.get("sha256") != sha256 else f"{age:.0f} s old")
+        return None
+    return dict(doc["record"], prestarted=True, kept_at=doc["kept_at"])
 
 
 def check(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: str = "binary",
           classes: list[Any] | None = None, timeout: float = TIMEOUT_S,
-          sha256: str | None = None) -> dict[str, Any]:
+          sha256: str | None = None, kept: Path | None = None) -> dict[str, Any]:
     """Runs the check in a fresh Python process; returns its record (``passed`` and details).
 
     Args:
@@ -160,25 +193,17 @@ def check(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: s
         task: ``cfg.task``; decides the outputs checked.
         classes: ``cfg.label.classes`` (multiclass: K and the names ``classes`` may hold).
         sha256: the content hash of ``model_dir``'s SavedModel, when the caller verified it (the
-            registry's copy): a check :func:`prestart`-ed on the same bytes with the same
-            arguments is taken instead of a new one, if those bytes are still unchanged after
-            it ran. The record then names the folder it served (``model_dir``) and says
-            ``prestarted``.
+            registry's copy), and ``kept``: the folder of checks kept by :func:`keep`. A check
+            of the same bytes with the same arguments kept there within ``KEPT_FOR_S`` is taken
+            (once) instead of a new one. Its record names the folder it served (``model_dir``),
+            says ``prestarted`` and ``same_sha256_as`` this one.
     """
     if task not in OUTPUTS:
         raise ValueError(f"unknown task {task!r} (accepted: {', '.join(OUTPUTS)})")
-    early = _PRESTARTED.pop(_key(sha256, examples_pattern, n, task, classes), None) \
-        if sha256 else None
-    if early is not None:
-        from pipelines.hashing import sha256_tree
-
-        child, sha = early
-        record = child.result()
-        if sha256_tree(Path(child.model_dir)) == sha:  # the bytes it served are those pushed
-            record.update(prestarted=True, same_sha256_as=str(model_dir))
-            return record
-        log.warning("prestarted infra check discarded: %s changed while it ran; checking %s "
-                    "again", child.model_dir, model_dir)
+    if sha256 and kept is not None:
+        record = _kept(kept, _key(sha256, examples_pattern, n, task, classes), sha256)
+        if record is not None:
+            return dict(record, same_sha256_as=str(model_dir))
     return Child(model_dir, examples_pattern, n, task, classes, timeout).result()
 
 

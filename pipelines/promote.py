@@ -12,9 +12,9 @@ must be accepted snapshots, its baseline must still be production, and it must b
 ``promotion.evaluation_max_age_hours``. Then: refuse if not blessed, or if the candidate is
 production already; copy the model into the registry, where the copy must hash to the evaluated
 model; run the infra check on that copy (``promotion.infra_check_examples`` examples of the golden
-set or the eval split) in a fresh process; record; move the alias. (`pipelines run` starts that
-check on the trained model while evaluate runs, :func:`pipelines.infra_check.prestart`; promote
-takes its result only for the same SavedModel bytes and arguments.) "Not promoted" is raised as
+set or the eval split) in a fresh process; record; move the alias. (Evaluate runs that check on
+the trained model meanwhile and keeps it, :func:`pipelines.infra_check.keep`; promote takes it,
+once and within ``infra_check.KEPT_FOR_S``, only for the same SavedModel bytes and arguments.) "Not promoted" is raised as
 :class:`NotPromoted` (exit code 3) whose ``result`` holds the full record and the reasons.
 
 Under ``promotion.policy: shadow`` the alias moved is ``shadow``, not ``production``: the result
@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import evaluate as evaluation_lib
-from pipelines import infra_check, registry
+from pipelines import infra_check, registry, store
 from pipelines.config import PipelineConfig
 from pipelines.context import RunContext
 from pipelines.errors import NotPromoted, PipelineError, UsageError
@@ -183,11 +183,12 @@ def promote(cfg: PipelineConfig, home: Path, ctx: RunContext, model_uri: str,
     result.update(shadow=False, alias="shadow" if to_shadow else "production")
 
     def check(folder: Path) -> dict[str, Any]:
-        # push checked that the copy's SavedModel hashes to model_sha: a check prestarted on
-        # the same bytes (`pipelines run`, during evaluate) may stand for it
+        # push checked that the copy's SavedModel hashes to model_sha: a check of the same
+        # bytes that evaluate ran and kept may stand for it
         result["infra_check"] = infra_check.check(
             folder, pattern, n=cfg.promotion.infra_check_examples, task=cfg.task,
-            classes=cfg.label.classes, sha256=model_sha)
+            classes=cfg.label.classes, sha256=model_sha,
+            kept=store.root(home, store.Kind.INFRA_CHECK, cfg.name))
         return result["infra_check"]
 
     def commit(pushed: dict[str, Any]) -> None:

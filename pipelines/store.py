@@ -8,6 +8,7 @@ builds a path under the home. Layout::
         snapshots/  <id>/ + <id>.validation/        ingest output and its validation verdict
         transforms/ models/ evaluations/            complete once their marker file is in them
     <home>/registry/<pipeline>/<version>/ + aliases.json
+    <home>/infra_checks/<pipeline>/<key>.json      an infra check run ahead of promote, taken once
     <home>/reports/<pipeline>/<run>.html
     <home>/lineage.db   <home>/openlineage/events.jsonl
 
@@ -63,6 +64,8 @@ class Kind(StrEnum):
     APPROVAL = "approvals"  # issue 12: <run>.json, a person's decision (pipelines/approval.py)
     # issue 11: TFT analyzer accumulators of one span's train rows (pipelines/transform.py)
     ANALYZER_CACHE = "analyzer_cache"
+    # issue 11: <key>.json, promote's infra check run ahead during evaluate (pipelines/infra_check.py)
+    INFRA_CHECK = "infra_checks"
 
 
 # The file that proves an artifact of a kind is complete (written last), and its record.

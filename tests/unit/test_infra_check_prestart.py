@@ -1,10 +1,11 @@
-"""When promote may take an infra check started ahead of it (`pipelines run` starts it during
-evaluate): only for the same SavedModel bytes and the same arguments. The child here is a stand-in
+"""When promote may take the infra check that evaluate ran ahead of it and kept: only for the same
+SavedModel bytes and the same arguments, once, and while fresh. The child here is a stand-in
 interpreter that prints a record naming the folder it was given (our plumbing, not TensorFlow's:
 the real check runs in tests/model/test_tasks.py and the e2e runs)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import stat
 
@@ -30,26 +31,26 @@ def models(tmp_path, monkeypatch):
     (trained / "saved_model.pb").write_bytes(b"model bytes")
     copy = tmp_path / "registry-copy"
     shutil.copytree(trained, copy)
-    yield trained, copy, sha256_tree(trained)
-    infra_check.discard()
+    return trained, copy, sha256_tree(trained), tmp_path / "kept"
 
 
-def test_a_prestarted_check_of_the_same_bytes_stands_for_the_copy(models):
-    trained, copy, sha = models
-    assert infra_check.prestart(trained, "golden/*", n=5) == sha
-    record = infra_check.check(copy, "golden/*", n=5, sha256=sha)
+def test_a_kept_check_of_the_same_bytes_stands_for_the_copy_once(models):
+    trained, copy, sha, kept = models
+    child = infra_check.prestart(trained, "golden/*", n=5)
+    assert infra_check.keep(child, kept) is not None and child.proc.poll() == 0
+    record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
     assert record["passed"] and record["prestarted"]
     assert record["model_dir"] == str(trained) and record["same_sha256_as"] == str(copy)
-    # taken once: the next check starts its own child, on the folder it is given
-    again = infra_check.check(copy, "golden/*", n=5, sha256=sha)
+    assert not list(kept.iterdir())  # taken once: the next check starts its own child
+    again = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
     assert again["model_dir"] == str(copy) and "prestarted" not in again
 
 
-@pytest.mark.parametrize("change", ["n", "pattern", "task", "no sha256"])
+@pytest.mark.parametrize("change", ["n", "pattern", "task", "no sha256", "other sha256", "no folder"])
 def test_other_arguments_get_a_check_of_their_own(models, change):
-    trained, copy, sha = models
-    infra_check.prestart(trained, "golden/*", n=5)
-    kwargs = {"n": 5, "task": "binary", "sha256": sha}
+    trained, copy, sha, kept = models
+    infra_check.keep(infra_check.prestart(trained, "golden/*", n=5), kept)
+    kwargs = {"n": 5, "task": "binary", "sha256": sha, "kept": kept}
     pattern = "eval/*" if change == "pattern" else "golden/*"
     if change == "n":
         kwargs["n"] = 6
@@ -57,29 +58,51 @@ def test_other_arguments_get_a_check_of_their_own(models, change):
         kwargs["task"] = "regression"
     elif change == "no sha256":
         kwargs["sha256"] = None
+    elif change == "other sha256":
+        kwargs["sha256"] = "0" * 64
+    elif change == "no folder":
+        kwargs["kept"] = None
     record = infra_check.check(copy, pattern, **kwargs)
     assert record["model_dir"] == str(copy) and "prestarted" not in record
-    (child, _), = infra_check._PRESTARTED.values()
-    infra_check.discard()
-    assert child.proc.poll() is not None and not infra_check._PRESTARTED  # killed and reaped
 
 
-def test_bytes_changed_after_the_prestart_are_checked_again(models):
-    trained, copy, sha = models
-    infra_check.prestart(trained, "golden/*", n=5)
+def test_bytes_changed_while_it_ran_are_not_kept(models):
+    trained, copy, sha, kept = models
+    child = infra_check.prestart(trained, "golden/*", n=5)
     (trained / "saved_model.pb").write_bytes(b"other bytes")
-    record = infra_check.check(copy, "golden/*", n=5, sha256=sha)
+    assert infra_check.keep(child, kept) is None and not kept.exists()
+    record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
     assert record["model_dir"] == str(copy) and "prestarted" not in record
 
 
-def test_a_failed_prestarted_check_is_a_failed_check(models, monkeypatch, tmp_path):
-    trained, copy, sha = models
+def test_a_stale_kept_check_is_done_again(models, monkeypatch):
+    trained, copy, sha, kept = models
+    target = infra_check.keep(infra_check.prestart(trained, "golden/*", n=5), kept)
+    doc = json.loads(target.read_text())
+    target.write_text(json.dumps(dict(doc, kept_at=doc["kept_at"] - infra_check.KEPT_FOR_S - 1)))
+    record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
+    assert record["model_dir"] == str(copy) and "prestarted" not in record
+
+
+def test_a_failed_kept_check_is_a_failed_check(models, monkeypatch, tmp_path):
+    trained, copy, sha, kept = models
     crash = tmp_path / "crash"
     crash.write_text("#!/bin/sh\necho 'Traceback: no serving_default' >&2\nexit 1\n")
     crash.chmod(crash.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setattr(infra_check.sys, "executable", str(crash))
-    infra_check.prestart(trained, "golden/*", n=5)
-    record = infra_check.check(copy, "golden/*", n=5, sha256=sha)
-    assert record["passed"] is False
+    infra_check.keep(infra_check.prestart(trained, "golden/*", n=5), kept)
+    record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
+    assert record["passed"] is False and record["prestarted"]
     assert "exited 1 without a result" in record["reasons"][0]
     assert "no serving_default" in record["reasons"][0]
+
+
+def test_a_check_not_wanted_is_killed_and_reaped(models, monkeypatch, tmp_path):
+    trained, *_ = models
+    slow = tmp_path / "slow"
+    slow.write_text("#!/bin/sh\nexec sleep 60\n")
+    slow.chmod(slow.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setattr(infra_check.sys, "executable", str(slow))
+    child = infra_check.prestart(trained, "golden/*", n=5)
+    child.stop()
+    assert child.proc.returncode is not None and child.proc.returncode < 0  # killed, reaped
