@@ -646,6 +646,11 @@ def parse_config(raw: Any, path: str | Path = "<config>") -> PipelineConfig:
         raise ConfigError(_format_error(path, exc)) from exc
 
 
+# libyaml's safe loader when PyYAML has it (the DAG processor parses every config on each pass:
+# 25 ms a config in pure Python, a tenth of that in C); the same safe subset of YAML either way.
+SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
 def load_config(path: str | Path) -> PipelineConfig:
     """Reads and validates a pipeline config file.
 
@@ -656,7 +661,7 @@ def load_config(path: str | Path) -> PipelineConfig:
     if not path.is_file():
         raise ConfigError(f"{path}: config file not found")
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.load(path.read_text(), Loader=SAFE_LOADER)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     return parse_config(raw, path)
