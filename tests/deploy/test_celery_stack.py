@@ -78,8 +78,13 @@ def killed_run(stack):
             stack.explain()
         assert time.monotonic() < deadline, "transform never started\n" + stack.explain()
         time.sleep(2)
-    time.sleep(15)  # well inside the Beam/TFT job
+    # A few seconds into the try (its imports, then the Beam/TFT job): transform takes 10-20 s on
+    # this machine, so a longer wait can miss it and kill train instead (a CI run on 11-24 did).
+    time.sleep(3)
     victims = _kill_heavy_worker(stack)
+    ti = _task_instances(api, run_id)["transform"]
+    assert ti["try_number"] == 1 and ti["state"] == "running", \
+        f"transform's first try was no longer running when the worker was killed: {ti}"
     killed_at = time.monotonic()
     final = api.wait_run(run_id, timeout=2400)
     return {"run_id": run_id, "state": final, "victims": victims,
