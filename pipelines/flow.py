@@ -134,10 +134,15 @@ def evaluate(config_path: str | Path, ctx: RunContext, trained: Trained, ingeste
     if ahead is not None:
         from pipelines import infra_check, store
 
-        if res["blessed"]:
-            infra_check.keep(ahead, store.root(home, store.Kind.INFRA_CHECK, cfg.name))
-        else:  # promote will not run
+        if not res["blessed"]:  # promote will not run
             ahead.stop()
+        else:
+            try:
+                infra_check.keep(ahead, store.root(home, store.Kind.INFRA_CHECK, cfg.name))
+            except Exception as exc:  # noqa: BLE001 - only a head start: promote checks as usual
+                ahead.stop()
+                log.warning("infra check run ahead not kept (%s: %s); promote runs it",
+                            type(exc).__name__, exc)
     return Evaluated(evaluation_uri=res["evaluation_uri"], blessed=res["blessed"],
                      reasons=res["reasons"], baseline=res["baseline"], metrics=res["metrics"],
                      model_uri=trained["model_uri"])

@@ -2,8 +2,10 @@
 
 Called by :mod:`pipelines.promote` through :func:`check` (which starts ``python -m
 pipelines.infra_check`` as a subprocess, so nothing of the training or evaluation process, its
-imports or its graph, can mask a model that does not load on its own). The child prints one JSON
-document; any failure, crash or timeout means no push.
+imports or its graph, can mask a model that does not load on its own). Evaluate starts the same
+check on the trained model while TFMA runs (:func:`prestart`) and keeps a blessed model's result
+(:func:`keep`); promote's :func:`check` of a copy with the same bytes takes it instead. The child
+prints one JSON document; any failure, crash or timeout means no push.
 
 The check knows the task (the child cannot read the config, so the caller passes it) and checks
 ``serving_default``'s outputs as the model contract (pipelines/train.py) states them:
@@ -135,8 +137,9 @@ def prestart(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task
     while the caller goes on (evaluate). Hand the child to :func:`keep` (or ``stop`` it)."""
     from pipelines.hashing import sha256_tree
 
+    key = _key(sha256_tree(Path(model_dir)), examples_pattern, n, task, classes)
     child = Child(model_dir, examples_pattern, n, task, classes, timeout)
-    child.key = _key(sha256_tree(Path(model_dir)), examples_pattern, n, task, classes)
+    child.key = key
     log.info("infra check of %s started ahead of promote (pid %d)", model_dir, child.proc.pid)
     return child
 
@@ -171,14 +174,19 @@ def _kept(folder: Path, key: str, sha256: str) -> dict[str, Any] | None:
     try:
         doc = read_json(target)
         target.unlink()
-    except (OSError, ValueError):
+        age = time.time() - float(doc["kept_at"])
+        record = dict(doc["record"], prestarted=True, kept_at=doc["kept_at"])
+    except FileNotFoundError:
         return None
-    age = time.time() - float(doc.get("kept_at", 0))
+    except (OSError, ValueError, KeyError, TypeError) as exc:  # not ours, or torn: check anew
+        log.warning("kept infra check %s unreadable (%s: %s); checking anew", target,
+                    type(exc).__name__, exc)
+        return None
     if doc.get("sha256") != sha256 or not 0 <= age <= KEPT_FOR_S:
         log.info("kept infra check of %s not used (%s)", doc.get("model_dir"),
                  "other bytes" if doc.get("sha256") != sha256 else f"{age:.0f} s old")
         return None
-    return dict(doc["record"], prestarted=True, kept_at=doc["kept_at"])
+    return record
 
 
 def check(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task: str = "binary",

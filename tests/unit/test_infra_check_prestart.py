@@ -106,3 +106,12 @@ def test_a_check_not_wanted_is_killed_and_reaped(models, monkeypatch, tmp_path):
     child = infra_check.prestart(trained, "golden/*", n=5)
     child.stop()
     assert child.proc.returncode is not None and child.proc.returncode < 0  # killed, reaped
+
+
+@pytest.mark.parametrize("content", ["not json", "{}", '{"kept_at": "x", "record": {}}', "[1]"])
+def test_an_unreadable_kept_file_means_a_new_check(models, content):
+    trained, copy, sha, kept = models
+    target = infra_check.keep(infra_check.prestart(trained, "golden/*", n=5), kept)
+    target.write_text(content)
+    record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
+    assert record["model_dir"] == str(copy) and "prestarted" not in record
