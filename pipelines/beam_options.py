@@ -46,11 +46,11 @@ def pipeline_options(cfg: PipelineConfig, extra: list[str] | None = None,
     Raises UsageError naming the step and the flag when a flag is unknown to Beam or a flag the
     runner requires is missing.
     """
-    from apache_beam.options.pipeline_options import PipelineOptions
+    from pipelines.beam_views import CachedViewOptions
 
     runner, flags = step_options(cfg, step, extra)
     where = f"beam (step {step})" if step else "beam"
-    options = PipelineOptions(flags, runner="FnApiRunner" if runner == "DirectRunner" else runner,
+    options = CachedViewOptions(flags, runner="FnApiRunner" if runner == "DirectRunner" else runner,
                               save_main_session=False)
     try:
         known = options.get_all_options()
