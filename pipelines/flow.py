@@ -13,7 +13,7 @@ import datetime as dt
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines import runner
 from pipelines.config import PipelineConfig, load_config
@@ -37,6 +37,9 @@ from pipelines.results import (
     ValidateResult,
 )
 from pipelines.store import resolve_home
+
+if TYPE_CHECKING:
+    from pipelines import infra_check
 
 log = logging.getLogger("pipelines.flow")
 
@@ -134,21 +137,17 @@ def evaluate(config_path: str | Path, ctx: RunContext, trained: Trained, ingeste
     if ahead is not None:
         from pipelines import infra_check, store
 
-        if not res["blessed"]:  # promote will not run
+        if res["blessed"]:
+            infra_check.keep(ahead, store.root(home, store.Kind.INFRA_CHECK, cfg.name))
+        else:  # promote will not run
             ahead.stop()
-        else:
-            try:
-                infra_check.keep(ahead, store.root(home, store.Kind.INFRA_CHECK, cfg.name))
-            except Exception as exc:  # noqa: BLE001 - only a head start: promote checks as usual
-                ahead.stop()
-                log.warning("infra check run ahead not kept (%s: %s); promote runs it",
-                            type(exc).__name__, exc)
     return Evaluated(evaluation_uri=res["evaluation_uri"], blessed=res["blessed"],
                      reasons=res["reasons"], baseline=res["baseline"], metrics=res["metrics"],
                      model_uri=trained["model_uri"])
 
 
-def _infra_check_ahead(cfg: PipelineConfig, trained: Trained, ingested: Ingested) -> Any:
+def _infra_check_ahead(cfg: PipelineConfig, trained: Trained,
+                       ingested: Ingested) -> infra_check.Child | None:
     """Promote's infra check of the candidate, started now; None if it cannot be (promote then
     runs it itself). Promote takes the kept result only for the same SavedModel bytes and
     arguments (:func:`pipelines.infra_check.check`)."""

@@ -58,10 +58,8 @@ class Child:
     Its output goes to temporary files, not pipes, so a child that logs a lot never blocks on a
     full pipe while nobody reads it (a prestarted child runs unattended during evaluate)."""
 
-    args: tuple[str, int, str, list[Any] | None]
-
     def __init__(self, model_dir: str | Path, examples_pattern: str, n: int, task: str,
-                 classes: list[Any] | None, timeout: float):
+                 classes: list[Any] | None, timeout: float, sha256: str | None = None):
         import tempfile
 
         if task not in OUTPUTS:
@@ -74,8 +72,8 @@ class Child:
                "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT),
                                                            os.environ.get("PYTHONPATH")]))}
         self.model_dir, self.timeout = str(model_dir), timeout
-        self.args = (examples_pattern, n, task, classes)
-        self.key = ""  # set by prestart
+        # what a kept result is filed under (:func:`keep`): the bytes served and the arguments
+        self.sha256, self.args = sha256, (examples_pattern, n, task, classes)
         self._out, self._err = tempfile.TemporaryFile("w+"), tempfile.TemporaryFile("w+")
         self.started = time.perf_counter()
         self.proc = subprocess.Popen(cmd, stdout=self._out, stderr=self._err, env=env,
@@ -137,30 +135,37 @@ def prestart(model_dir: str | Path, examples_pattern: str, n: int = 100, *, task
     while the caller goes on (evaluate). Hand the child to :func:`keep` (or ``stop`` it)."""
     from pipelines.hashing import sha256_tree
 
-    key = _key(sha256_tree(Path(model_dir)), examples_pattern, n, task, classes)
-    child = Child(model_dir, examples_pattern, n, task, classes, timeout)
-    child.key = key
+    child = Child(model_dir, examples_pattern, n, task, classes, timeout,
+                  sha256=sha256_tree(Path(model_dir)))
     log.info("infra check of %s started ahead of promote (pid %d)", model_dir, child.proc.pid)
     return child
 
 
 def keep(child: Child, folder: Path) -> Path | None:
     """Waits for a :func:`prestart`-ed check and keeps its record in ``folder`` for promote's
-    :func:`check` of the same bytes; not kept (None) if the model's bytes changed meanwhile."""
+    :func:`check` of the same bytes. Not kept (None) if the model's bytes changed meanwhile or the
+    record cannot be written: it was only a head start, and promote then checks itself."""
     from pipelines.hashing import sha256_tree
     from pipelines.store import write_json_atomic
 
-    record = child.result()
-    sha = sha256_tree(Path(child.model_dir))
-    if _key(sha, *child.args) != child.key:
-        log.warning("infra check of %s not kept: the model changed while it ran", child.model_dir)
+    try:
+        record = child.result()
+        if child.sha256 is None or sha256_tree(Path(child.model_dir)) != child.sha256:
+            log.warning("infra check of %s not kept: the model changed while it ran",
+                        child.model_dir)
+            return None
+        for old in folder.glob("*.json"):  # results nobody took (a run not promoted after all)
+            if time.time() - old.stat().st_mtime > KEPT_FOR_S:
+                old.unlink(missing_ok=True)
+        target = folder / _key(child.sha256, *child.args)
+        write_json_atomic(target, {"sha256": child.sha256, "model_dir": child.model_dir,
+                                   "record": record, "kept_at": time.time()})
+    except Exception as exc:  # noqa: BLE001 - see above
+        log.warning("infra check of %s not kept (%s: %s); promote runs it", child.model_dir,
+                    type(exc).__name__, exc)
         return None
-    for old in folder.glob("*.json"):  # results nobody took (a run not promoted after all)
-        if time.time() - old.stat().st_mtime > KEPT_FOR_S:
-            old.unlink(missing_ok=True)
-    target = folder / child.key
-    write_json_atomic(target, {"sha256": sha, "model_dir": child.model_dir, "record": record,
-                               "kept_at": time.time()})
+    finally:
+        child.stop()  # reaped whatever happened (a no-op once it has exited)
     log.info("infra check of %s %s; kept for promote", child.model_dir,
              "passed" if record.get("passed") else "FAILED")
     return target

@@ -14,8 +14,9 @@ production already; copy the model into the registry, where the copy must hash t
 model; run the infra check on that copy (``promotion.infra_check_examples`` examples of the golden
 set or the eval split) in a fresh process; record; move the alias. (Evaluate runs that check on
 the trained model meanwhile and keeps it, :func:`pipelines.infra_check.keep`; promote takes it,
-once and within ``infra_check.KEPT_FOR_S``, only for the same SavedModel bytes and arguments.) "Not promoted" is raised as
-:class:`NotPromoted` (exit code 3) whose ``result`` holds the full record and the reasons.
+once and within ``infra_check.KEPT_FOR_S``, only for the same SavedModel bytes and arguments.)
+"Not promoted" is raised as :class:`NotPromoted` (exit code 3) whose ``result`` holds the full
+record and the reasons.
 
 Under ``promotion.policy: shadow`` the alias moved is ``shadow``, not ``production``: the result
 says ``promoted: False, shadow: True`` with the version, production does not change, and the
@@ -45,7 +46,8 @@ log = logging.getLogger(__name__)
 
 def _examples_pattern(cfg: PipelineConfig, record: dict[str, Any]) -> str:
     golden = record["data"].get("golden")
-    return infra_check.examples_pattern(cfg, golden["uri"] if golden else None, record["data"]["eval"][0]["uri"])
+    return infra_check.examples_pattern(cfg, golden["uri"] if golden else None,
+                                        record["data"]["eval"][0]["uri"])
 
 
 def evidence_problems(cfg: PipelineConfig, home: Path, evaluation_dir: Path, evaluation_sha: str,

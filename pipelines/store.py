@@ -64,7 +64,7 @@ class Kind(StrEnum):
     APPROVAL = "approvals"  # issue 12: <run>.json, a person's decision (pipelines/approval.py)
     # issue 11: TFT analyzer accumulators of one span's train rows (pipelines/transform.py)
     ANALYZER_CACHE = "analyzer_cache"
-    # issue 11: <key>.json, promote's infra check run ahead during evaluate (pipelines/infra_check.py)
+    # issue 11: <key>.json, promote's infra check run ahead during evaluate (infra_check.keep)
     INFRA_CHECK = "infra_checks"
 
 

@@ -1,5 +1,6 @@
-"""Ingest writes tf.Examples in protobuf's wire format by hand: TensorFlow must read them back as the
-very Examples its own proto classes would have built, on the real Adult rows and at the edges."""
+"""Ingest writes tf.Examples in protobuf's wire format by hand: TensorFlow must read them back as
+the very Examples its own proto classes would have built, on the real Adult rows and at the edges.
+"""
 
 from __future__ import annotations
 
@@ -45,7 +46,8 @@ EDGES = [
 @pytest.mark.parametrize("entry", EDGES, ids=[e[0] for e in EDGES])
 def test_each_edge_value_reads_back_as_protobufs_own(entry):
     assert _parsed(example_bytes([entry])) == _reference([entry])
-    assert example_bytes([entry]) == _reference([entry]).SerializeToString()  # one feature: no map order
+    # one feature: no map order to differ in, so the bytes are protobuf's own
+    assert example_bytes([entry]) == _reference([entry]).SerializeToString()
 
 
 def test_all_edges_in_one_example_and_nan():

@@ -27,7 +27,8 @@ def test_views_are_made_once_and_read_like_beams():
     plain = PipelineOptions(FLAGS, runner="FnApiRunner")
     assert options.view_as(TypeOptions) is options.view_as(TypeOptions)
     for cls in (TypeOptions, DirectOptions, StandardOptions):
-        assert vars(options.view_as(cls)._visible_options) == vars(plain.view_as(cls)._visible_options)
+        ours, beams = options.view_as(cls), plain.view_as(cls)
+        assert vars(ours._visible_options) == vars(beams._visible_options)
     assert options.get_all_options() == plain.get_all_options()
 
 

@@ -46,7 +46,8 @@ def test_a_kept_check_of_the_same_bytes_stands_for_the_copy_once(models):
     assert again["model_dir"] == str(copy) and "prestarted" not in again
 
 
-@pytest.mark.parametrize("change", ["n", "pattern", "task", "no sha256", "other sha256", "no folder"])
+@pytest.mark.parametrize("change",
+                         ["n", "pattern", "task", "no sha256", "other sha256", "no folder"])
 def test_other_arguments_get_a_check_of_their_own(models, change):
     trained, copy, sha, kept = models
     infra_check.keep(infra_check.prestart(trained, "golden/*", n=5), kept)
@@ -115,3 +116,12 @@ def test_an_unreadable_kept_file_means_a_new_check(models, content):
     target.write_text(content)
     record = infra_check.check(copy, "golden/*", n=5, sha256=sha, kept=kept)
     assert record["model_dir"] == str(copy) and "prestarted" not in record
+
+
+def test_a_record_that_cannot_be_written_is_not_kept_and_the_child_is_reaped(models, tmp_path):
+    trained, copy, sha, _ = models
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("")
+    child = infra_check.prestart(trained, "golden/*", n=5)
+    assert infra_check.keep(child, not_a_folder / "kept") is None
+    assert child.proc.returncode is not None
